@@ -1,0 +1,52 @@
+"""Build the encoder from a config, and load a pretrained encoder + tokenizer from a checkpoint."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from lightning_bert.errors import UserError
+from lightning_bert.model.encoder import BertEncoder, EncoderConfig
+
+
+def encoder_config(cfg: DictConfig, vocab_size: int) -> EncoderConfig:
+    """The encoder's dimensions from the `model` section (size preset + overrides)."""
+    from lightning_bert.config import ModelConfig
+
+    model: ModelConfig = OmegaConf.to_object(cfg.model)  # type: ignore[assignment]
+    layers, hidden, heads, ffn = model.dims()
+    return EncoderConfig(vocab_size=vocab_size, hidden_size=hidden, num_layers=layers, num_heads=heads,
+                         intermediate_size=ffn, embedding_size=model.embedding_size,
+                         share_layers=model.share_layers, norm=model.norm, dropout=model.dropout,
+                         attention_dropout=model.attention_dropout,
+                         max_position_embeddings=max(model.max_position_embeddings, cfg.data.max_seq_length))
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """torch.load with one-line errors for a missing, unreadable or foreign file."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
+        raise UserError(f"cannot read checkpoint {path}: {type(err).__name__}: {str(err).splitlines()[0]}") from None
+    if not isinstance(ckpt, dict) or "config" not in ckpt.get("hyper_parameters", {}) or "tokenizer" not in ckpt:
+        raise UserError(f"{path} is not a lightning-bert pretraining checkpoint (no config/tokenizer inside)")
+    return ckpt
+
+
+def load_pretrained(path: str | Path) -> tuple[BertEncoder, Any, DictConfig]:
+    """(encoder with trained weights, tokenizers.Tokenizer, resolved config) from a pretraining checkpoint."""
+    from tokenizers import Tokenizer
+
+    ckpt = read_checkpoint(path)
+    cfg = OmegaConf.create(ckpt["hyper_parameters"]["config"])
+    tokenizer = Tokenizer.from_str(ckpt["tokenizer"])
+    encoder = BertEncoder(encoder_config(cfg, tokenizer.get_vocab_size()))
+    prefix = "encoder."
+    weights = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    encoder.load_state_dict(weights)
+    return encoder, tokenizer, cfg

@@ -1,0 +1,315 @@
+"""The config schema (the public interface) and `load()`: defaults <- experiments/NAME.yaml <- overrides.
+
+Every knob has a default and a one-line comment. Values are checked in `__post_init__`, which
+`OmegaConf.to_object` runs, so a bad key, type or value fails before any heavy import or data work.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from lightning_bert.errors import UserError
+
+EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
+
+# One source of truth for model sizes: (layers, hidden, heads, ffn). tiny..small follow Turc et al. 2019.
+MODEL_SIZES: dict[str, tuple[int, int, int, int]] = {
+    "tiny": (2, 128, 2, 512),
+    "mini": (4, 256, 4, 1024),
+    "small": (4, 512, 8, 2048),
+    "medium": (8, 512, 8, 2048),
+    "base": (12, 768, 12, 3072),
+    "large": (24, 1024, 16, 4096),
+}
+
+
+class ConfigError(UserError):
+    """A bad config key, type or value."""
+
+
+def _choice(section: str, name: str, value: Any, allowed: Sequence[Any]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{section}.{name}={value!r} is not allowed; choose one of {', '.join(map(str, allowed))}")
+
+
+def _check(section: str, name: str, ok: bool, rule: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{section}.{name}={value!r} is out of range; it must be {rule}")
+
+
+@dataclass
+class RunConfig:
+    name: Optional[str] = None  # run directory and W&B run name; default <experiment>-<timestamp>
+    output_dir: str = "runs"  # run directories go under here (env LIGHTNING_BERT_RUN_DIR overrides the whole path)
+    seed: int = 0  # seeds model init, example building, masking and data order
+    resume: str = "none"  # none | auto (last checkpoint of this run directory) | path/to/file.ckpt
+    experiment: Optional[str] = None  # preset loaded from experiments/NAME.yaml (set by `experiment=NAME`)
+
+
+@dataclass
+class DataConfig:
+    path: list[str] = field(default_factory=list)  # files or globs; empty = built-in stdlib-docstring corpus
+    format: str = "auto"  # auto | text | wikiextractor | wikitext | jsonl | book
+    hf_dataset: Optional[str] = None  # Hugging Face dataset NAME[/CONFIG] (online) instead of data.path
+    hf_split: str = "train"  # split of the Hugging Face dataset
+    text_field: str = "text"  # JSONL / Hugging Face field holding the text
+    max_documents: Optional[int] = None  # keep only the first N documents (quick runs)
+    valid_fraction: float = 0.05  # share of documents held out for validation (at least one)
+    max_seq_length: int = 128  # tokens per example, [CLS]/[SEP] included
+    cross_doc: bool = True  # sentence=none packing crosses documents with a [SEP] (RoBERTa FULL-SENTENCES)
+    short_seq_prob: float = 0.1  # share of pair examples with a shorter random target length (BERT)
+    cache_dir: str = "~/.cache/lightning_bert"  # tokenizers and tokenized corpora, keyed by content
+    num_workers: int = 0  # DataLoader worker processes
+
+    def __post_init__(self) -> None:
+        _choice("data", "format", self.format, ("auto", "text", "wikiextractor", "wikitext", "jsonl", "book"))
+        _check("data", "valid_fraction", 0 < self.valid_fraction < 1, "between 0 and 1", self.valid_fraction)
+        _check("data", "max_seq_length", 16 <= self.max_seq_length <= 4096, "in [16, 4096]", self.max_seq_length)
+        _check("data", "short_seq_prob", 0 <= self.short_seq_prob <= 1, "in [0, 1]", self.short_seq_prob)
+        _check("data", "num_workers", self.num_workers >= 0, ">= 0", self.num_workers)
+        if self.max_documents is not None:
+            _check("data", "max_documents", self.max_documents >= 2, ">= 2", self.max_documents)
+
+
+@dataclass
+class TokenizerConfig:
+    kind: str = "wordpiece"  # wordpiece (BERT) | bpe (byte-level, RoBERTa) | unigram (ALBERT)
+    vocab_size: int = 8192  # trained vocabulary size, special tokens included
+    lowercase: bool = True  # lowercase before WordPiece/Unigram (byte-level BPE keeps case)
+    min_frequency: int = 2  # minimum pair/word count to enter the vocabulary
+    path: Optional[str] = None  # load this tokenizer.json instead of training one
+
+    def __post_init__(self) -> None:
+        _choice("tokenizer", "kind", self.kind, ("wordpiece", "bpe", "unigram"))
+        _check("tokenizer", "vocab_size", 300 <= self.vocab_size <= 1_000_000, "in [300, 1000000]", self.vocab_size)
+
+
+@dataclass
+class ModelConfig:
+    size: str = "tiny"  # tiny | mini | small | medium | base | large (see MODEL_SIZES)
+    num_layers: Optional[int] = None  # overrides the size's layer count
+    hidden_size: Optional[int] = None  # overrides the size's hidden width
+    num_heads: Optional[int] = None  # overrides the size's attention heads
+    intermediate_size: Optional[int] = None  # overrides the size's FFN width
+    embedding_size: Optional[int] = None  # ALBERT factorised embeddings: E < hidden, projected up
+    share_layers: str = "none"  # ALBERT cross-layer sharing: none | all | attention | ffn
+    norm: str = "post"  # post (BERT) | pre (LayerNorm before each sublayer)
+    dropout: float = 0.1  # hidden and embedding dropout
+    attention_dropout: float = 0.1  # dropout on attention probabilities
+    max_position_embeddings: int = 512  # learned absolute positions
+
+    def __post_init__(self) -> None:
+        _choice("model", "size", self.size, tuple(MODEL_SIZES))
+        _choice("model", "share_layers", self.share_layers, ("none", "all", "attention", "ffn"))
+        _choice("model", "norm", self.norm, ("post", "pre"))
+        for name in ("dropout", "attention_dropout"):
+            _check("model", name, 0 <= getattr(self, name) < 1, "in [0, 1)", getattr(self, name))
+        for name in ("num_layers", "hidden_size", "num_heads", "intermediate_size", "embedding_size"):
+            value = getattr(self, name)
+            if value is not None:
+                _check("model", name, value >= 1, ">= 1", value)
+        hidden, heads = self.dims()[1:3]
+        _check("model", "num_heads", hidden % heads == 0, f"a divisor of hidden_size {hidden}", heads)
+
+    def dims(self) -> tuple[int, int, int, int]:
+        """(layers, hidden, heads, ffn) after overrides."""
+        layers, hidden, heads, ffn = MODEL_SIZES[self.size]
+        return (self.num_layers or layers, self.hidden_size or hidden, self.num_heads or heads,
+                self.intermediate_size or ffn)
+
+
+@dataclass
+class MaskingConfig:
+    mode: str = "dynamic"  # dynamic (redrawn each time, RoBERTa) | static (drawn once per duplicate, BERT)
+    unit: str = "token"  # token | word (whole-word) | span (SpanBERT geometric spans)
+    rate: float = 0.15  # share of non-special tokens selected for prediction
+    mask_prob: float = 0.8  # of selected tokens: replaced by [MASK]
+    random_prob: float = 0.1  # of selected tokens: replaced by a random token (the rest stay unchanged)
+    dupe_factor: int = 10  # static: number of differently masked copies of each example
+    span_p: float = 0.2  # span: geometric distribution parameter for span length in words
+    span_max: int = 10  # span: longest span in words
+    fixed_count: bool = False  # select exactly round(rate * length) tokens per sequence
+
+    def __post_init__(self) -> None:
+        _choice("masking", "mode", self.mode, ("dynamic", "static"))
+        _choice("masking", "unit", self.unit, ("token", "word", "span"))
+        _check("masking", "rate", 0 < self.rate < 1, "in (0, 1)", self.rate)
+        _check("masking", "mask_prob", 0 <= self.mask_prob <= 1, "in [0, 1]", self.mask_prob)
+        _check("masking", "random_prob", 0 <= self.random_prob <= 1 - self.mask_prob,
+               f"in [0, 1 - mask_prob = {1 - self.mask_prob:.2f}]", self.random_prob)
+        _check("masking", "dupe_factor", self.dupe_factor >= 1, ">= 1", self.dupe_factor)
+        _check("masking", "span_p", 0 < self.span_p <= 1, "in (0, 1]", self.span_p)
+        _check("masking", "span_max", self.span_max >= 1, ">= 1", self.span_max)
+
+
+@dataclass
+class ObjectiveConfig:
+    sentence: str = "none"  # none (RoBERTa) | nsp (BERT) | sop (ALBERT)
+    sbo: bool = False  # SpanBERT span boundary objective (needs masking.unit=span)
+    sentence_weight: float = 1.0  # weight of the sentence-task loss
+
+    def __post_init__(self) -> None:
+        _choice("objective", "sentence", self.sentence, ("none", "nsp", "sop"))
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3  # peak AdamW learning rate
+    weight_decay: float = 0.01  # AdamW weight decay (not on biases and LayerNorm)
+    beta1: float = 0.9  # AdamW beta1
+    beta2: float = 0.98  # AdamW beta2
+    eps: float = 1e-6  # AdamW epsilon
+    warmup_steps: int = 50  # linear warmup from 0 to lr
+    schedule: str = "linear"  # linear | cosine | constant decay after warmup
+    min_lr_ratio: float = 0.0  # final lr as a share of peak lr
+
+    def __post_init__(self) -> None:
+        _choice("optim", "schedule", self.schedule, ("linear", "cosine", "constant"))
+        _check("optim", "lr", 0 < self.lr < 1, "in (0, 1)", self.lr)
+        _check("optim", "warmup_steps", self.warmup_steps >= 0, ">= 0", self.warmup_steps)
+        _check("optim", "min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "in [0, 1]", self.min_lr_ratio)
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = 400  # optimizer steps
+    max_tokens: Optional[int] = None  # budget in training tokens; sets max_steps (equal compute in sweeps)
+    batch_size: int = 32  # examples per device per step
+    accumulate_grad_batches: int = 1  # micro-batches per optimizer step
+    precision: str = "32-true"  # Lightning precision: 32-true | bf16-mixed | 16-mixed | bf16-true
+    accelerator: str = "auto"  # cpu | gpu | auto
+    devices: int = 1  # devices per node
+    num_nodes: int = 1  # nodes (torchrun / SLURM environment)
+    strategy: str = "auto"  # auto | ddp | ddp_spawn ...
+    gradient_clip_val: float = 1.0  # clip gradient norm (0 = off)
+    val_check_interval: int = 100  # validate every N optimizer steps
+    limit_val_batches: int = 20  # validation batches per check
+    log_every_n_steps: int = 10  # training metric rows
+    checkpoint_every_n_steps: int = 100  # save last.ckpt every N steps (resume point)
+    compile: bool = False  # torch.compile the encoder
+
+    def __post_init__(self) -> None:
+        _choice("trainer", "precision", self.precision, ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true"))
+        _choice("trainer", "accelerator", self.accelerator, ("auto", "cpu", "gpu", "cuda", "mps"))
+        for name in ("max_steps", "batch_size", "accumulate_grad_batches", "devices", "num_nodes",
+                     "val_check_interval", "limit_val_batches", "log_every_n_steps", "checkpoint_every_n_steps"):
+            _check("trainer", name, getattr(self, name) >= 1, ">= 1", getattr(self, name))
+        if self.max_tokens is not None:
+            _check("trainer", "max_tokens", self.max_tokens >= 1, ">= 1", self.max_tokens)
+
+
+@dataclass
+class WandbConfig:
+    mode: str = "auto"  # auto (online with an API key, else offline) | online | offline | disabled
+    project: str = "lightning-bert"  # W&B project
+    entity: Optional[str] = None  # W&B entity (team or user)
+    group: Optional[str] = None  # W&B group (env WANDB_RUN_GROUP also sets it): the ablation name
+    tags: list[str] = field(default_factory=list)  # W&B tags
+    init_timeout: int = 30  # seconds to reach the server before falling back to offline
+
+    def __post_init__(self) -> None:
+        _choice("logger.wandb", "mode", self.mode, ("auto", "online", "offline", "disabled"))
+
+
+@dataclass
+class LoggerConfig:
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+@dataclass
+class EvalConfig:
+    downstream: list[str] = field(default_factory=list)  # after pretraining: glue task names and/or "sts"
+    glue_dir: str = "../shared/data/glue"  # GLUE TSV directory (or "hf" for Hugging Face nyu-mll/glue)
+    glue_seeds: int = 1  # fine-tuning seeds per task (median reported)
+    probes: bool = True  # NSP and SOP cross-probe accuracies in the summary (ALBERT Table 5)
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        if self.objective.sbo and self.masking.unit != "span":
+            raise ConfigError("objective.sbo=true needs masking.unit=span")
+
+
+def experiment_names() -> list[str]:
+    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
+
+
+def _allowed_keys(node: Any) -> str:
+    return ", ".join(f.name for f in dataclasses.fields(node)) if dataclasses.is_dataclass(node) else "none"
+
+
+def _schema_node(path: str) -> Any:
+    node: Any = Config
+    for part in path.split(".")[:-1]:
+        node = {f.name: f.default_factory for f in dataclasses.fields(node)}.get(part)  # type: ignore[misc]
+        if node is None:
+            return None
+    return node
+
+
+def _explain(err: OmegaConfBaseException) -> ConfigError:
+    key = getattr(err, "full_key", None) or ""
+    msg = str(err).splitlines()[0]
+    if isinstance(err, ConfigKeyError) or "not in" in msg or "Missing key" in msg:
+        bad = key or msg
+        parent = _schema_node(bad)
+        return ConfigError(f"unknown config key '{bad}'; allowed here: {_allowed_keys(parent)}")
+    if isinstance(err, ValidationError):
+        return ConfigError(f"bad value for '{key}': {msg}")
+    return ConfigError(f"bad config '{key}': {msg}")
+
+
+def _parse_overrides(overrides: Sequence[str]) -> tuple[Optional[str], list[str]]:
+    experiment, rest = None, []
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not key=value (e.g. trainer.max_steps=100)")
+        key, value = item.split("=", 1)
+        key = key.lstrip("-").lstrip("+")
+        if key in ("experiment", "run.experiment"):
+            experiment = value
+        elif key == "data.path" and not value.startswith("["):
+            rest.append(f"data.path=[{value}]")  # one path given as a plain value
+        else:
+            rest.append(f"{key}={value}")
+    return experiment, rest
+
+
+def load(overrides: Sequence[str] = (), experiment: Optional[str] = None) -> DictConfig:
+    """Defaults <- experiments/NAME.yaml <- dotlist overrides; validated. Raises ConfigError."""
+    named, dotlist = _parse_overrides(overrides)
+    experiment = named or experiment
+    try:
+        cfg = OmegaConf.structured(Config)
+        if experiment:
+            preset = EXPERIMENTS_DIR / f"{experiment}.yaml"
+            if not preset.is_file():
+                raise ConfigError(f"unknown experiment '{experiment}'; choose one of {', '.join(experiment_names())}")
+            cfg = OmegaConf.merge(cfg, OmegaConf.load(preset))
+            cfg.run.experiment = experiment
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(dotlist))
+        OmegaConf.to_object(cfg)  # runs every __post_init__ check
+    except OmegaConfBaseException as err:
+        raise _explain(err) from None
+    return cfg
+
+
+def to_dict(cfg: DictConfig) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

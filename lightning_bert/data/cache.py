@@ -1,0 +1,119 @@
+"""The tokenized corpus: flat token arrays plus sentence/document offsets, cached as memory maps.
+
+A second run with the same corpus and tokenizer maps the arrays from disk instead of re-tokenizing,
+and memory stays flat however large the corpus is (the OS pages tokens in on demand).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tokenizers import Tokenizer
+from tqdm.auto import tqdm
+
+from lightning_bert.data.sentences import split_sentences
+
+log = logging.getLogger(__name__)
+CACHE_VERSION = 1  # bump when the layout or the sentence splitter changes
+ENCODE_CHUNK = 4096  # sentences per encode_batch call: large enough for the Rust threads, small in memory
+
+
+@dataclass
+class TokenizedCorpus:
+    tokens: np.ndarray  # int32 [T] ids of all sentences, no special tokens
+    word_starts: np.ndarray  # bool [T] token begins a new word (from the tokenizer's word ids)
+    sentence_offsets: np.ndarray  # int64 [S+1] first token of each sentence; last = T
+    document_offsets: np.ndarray  # int64 [D+1] first sentence of each document; last = S
+
+    @property
+    def num_documents(self) -> int:
+        return len(self.document_offsets) - 1
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.tokens)
+
+    def doc_sentence_range(self, doc: int) -> tuple[int, int]:
+        return int(self.document_offsets[doc]), int(self.document_offsets[doc + 1])
+
+    def doc_token_range(self, doc: int) -> tuple[int, int]:
+        s0, s1 = self.doc_sentence_range(doc)
+        return int(self.sentence_offsets[s0]), int(self.sentence_offsets[s1])
+
+    @property
+    def document_token_offsets(self) -> np.ndarray:
+        return self.sentence_offsets[self.document_offsets]
+
+
+def corpus_key(documents: Sequence[str]) -> str:
+    """Content hash of the documents (order matters): the cache key of everything derived from them."""
+    digest = hashlib.sha256(f"v{CACHE_VERSION}".encode())
+    for doc in documents:
+        digest.update(doc.encode())
+        digest.update(b"\x00")
+    return digest.hexdigest()[:16]
+
+
+def _encode(documents: Sequence[str], tokenizer: Tokenizer, out: Path) -> None:
+    sentence_lengths: list[int] = []
+    doc_sentence_counts: list[int] = []
+    with open(out / "tokens.bin", "wb") as tok_file, open(out / "word_starts.bin", "wb") as word_file:
+        pending: list[str] = []
+
+        def flush() -> None:
+            for enc in tokenizer.encode_batch(pending, add_special_tokens=False):
+                ids = np.asarray(enc.ids, dtype=np.int32)
+                words = np.asarray([-1 if w is None else w for w in enc.word_ids], dtype=np.int64)
+                starts = np.ones(len(ids), dtype=bool)
+                starts[1:] = words[1:] != words[:-1]
+                tok_file.write(ids.tobytes())
+                word_file.write(starts.tobytes())
+                sentence_lengths.append(len(ids))
+            pending.clear()
+
+        for doc in tqdm(documents, desc="tokenizing", unit="doc", mininterval=1.0):
+            sentences = [s for s in split_sentences(doc) if s.strip()]
+            pending.extend(sentences)
+            doc_sentence_counts.append(len(sentences))
+            if len(pending) >= ENCODE_CHUNK:
+                flush()
+        flush()
+    # Sentences that tokenize to nothing stay as empty ranges: harmless, and offsets stay aligned.
+    np.save(out / "sentence_offsets.npy", np.concatenate([[0], np.cumsum(sentence_lengths)]).astype(np.int64))
+    np.save(out / "document_offsets.npy", np.concatenate([[0], np.cumsum(doc_sentence_counts)]).astype(np.int64))
+
+
+def _open(path: Path) -> TokenizedCorpus:
+    def memmap(name: str, dtype: type) -> np.ndarray:
+        file = path / name
+        return np.memmap(file, dtype=dtype, mode="r") if file.stat().st_size else np.zeros(0, dtype=dtype)
+
+    return TokenizedCorpus(tokens=memmap("tokens.bin", np.int32), word_starts=memmap("word_starts.bin", np.bool_),
+                           sentence_offsets=np.load(path / "sentence_offsets.npy"),
+                           document_offsets=np.load(path / "document_offsets.npy"))
+
+
+def tokenized_corpus(documents: Sequence[str], key: str, tokenizer: Tokenizer, cache_dir: Path) -> TokenizedCorpus:
+    """Tokenize `documents` (whose content hash is `key`) once; later calls map the cached arrays."""
+    tok_key = hashlib.sha256(tokenizer.to_str().encode()).hexdigest()[:16]
+    path = cache_dir / f"corpus-{key}-{tok_key}"
+    if not (path / "meta.json").is_file():
+        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        _encode(documents, tokenizer, tmp)
+        (tmp / "meta.json").write_text(json.dumps({"documents": len(documents), "version": CACHE_VERSION}))
+        try:
+            tmp.rename(path)  # atomic publish; a concurrent writer may have won the race
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        log.info("reusing tokenized corpus %s", path)
+    return _open(path)

@@ -1,0 +1,154 @@
+"""From config to batches: corpus -> tokenizer -> cached token arrays -> examples -> masked batches.
+
+Batch keys: input_ids, token_type_ids, attention_mask [B, L]; mlm_labels [B, L] (-100 = not predicted);
+sentence_label [B] for nsp/sop; sbo_left, sbo_right [B, L] for span masking.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Optional
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader, Dataset
+
+from lightning_bert.data.cache import TokenizedCorpus, corpus_key, tokenized_corpus
+from lightning_bert.data.corpus import builtin_documents, hf_documents, read_documents
+from lightning_bert.data.examples import build_examples, encode_example
+from lightning_bert.data.masking import dynamic_rng, mask_example, static_rng
+from lightning_bert.data.tokenizer import PAD_ID, load_tokenizer, tokenizer_for
+from lightning_bert.objectives import IGNORE
+
+log = logging.getLogger(__name__)
+SPLIT_SEED = 1234  # the train/valid split is fixed, whatever run.seed is: variants see the same data
+PAD_VALUES = {"input_ids": PAD_ID, "token_type_ids": 0, "attention_mask": 0, "mlm_labels": IGNORE,
+              "sbo_left": -1, "sbo_right": -1}
+
+
+def load_documents(data: DictConfig) -> list[str]:
+    if data.hf_dataset:
+        docs = hf_documents(data.hf_dataset, data.hf_split, data.text_field)
+    elif data.path:
+        docs = read_documents(list(data.path), data.format)
+    else:
+        docs = builtin_documents()
+    return docs[: data.max_documents] if data.max_documents else docs
+
+
+def split_documents(num_documents: int, valid_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Hold out whole documents for validation: (train ids, valid ids), both sorted."""
+    order = np.random.default_rng(SPLIT_SEED).permutation(num_documents)
+    num_valid = max(1, round(valid_fraction * num_documents))
+    return np.sort(order[num_valid:]), np.sort(order[:num_valid])
+
+
+class PretrainDataset(Dataset):
+    """Examples served with masks: static = f(seed, duplicate, example), dynamic = f(seed, epoch, example)."""
+
+    def __init__(self, corpus: TokenizedCorpus, examples: np.ndarray, cfg: DictConfig, vocab_size: int,
+                 static: bool):
+        self.corpus, self.examples, self.cfg, self.vocab_size = corpus, examples, cfg, vocab_size
+        self.static = static
+        self.duplicates = cfg.masking.dupe_factor if static else 1
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.examples) * self.duplicates
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        duplicate, example_index = divmod(index, len(self.examples))
+        example = self.examples[example_index]
+        encoded = encode_example(self.corpus, example, self.cfg.data.max_seq_length)
+        seed = self.cfg.run.seed
+        rng = static_rng(seed, duplicate, example_index) if self.static else dynamic_rng(seed, self.epoch, example_index)
+        item = mask_example(encoded["input_ids"], encoded["special"], encoded["word_starts"], self.cfg.masking,
+                            self.vocab_size, rng)
+        item["token_type_ids"] = encoded["token_type_ids"]
+        item["attention_mask"] = np.ones(len(encoded["input_ids"]), dtype=np.int64)
+        if example["label"] >= 0:
+            item["sentence_label"] = np.int64(example["label"])
+        return item
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Pad every per-token array to the longest example; stack the rest."""
+    length = max(len(item["input_ids"]) for item in items)
+    batch = {}
+    for key, first in items[0].items():
+        if np.ndim(first) == 0:
+            batch[key] = torch.as_tensor(np.array([item[key] for item in items]))
+            continue
+        out = np.full((len(items), length), PAD_VALUES[key], dtype=np.int64)
+        for row, item in enumerate(items):
+            out[row, : len(item[key])] = item[key]
+        batch[key] = torch.from_numpy(out)
+    return batch
+
+
+class PretrainDataModule(pl.LightningDataModule):
+    def __init__(self, cfg: DictConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.tokenizer: Any = None
+        self.corpus: Optional[TokenizedCorpus] = None
+        self.train_set: Optional[PretrainDataset] = None
+        self.val_set: Optional[PretrainDataset] = None
+
+    def prepare(self) -> None:
+        """Read, split and tokenize the corpus (cached: a second run maps it from disk)."""
+        data = self.cfg.data
+        cache_dir = Path(data.cache_dir).expanduser()
+        documents = load_documents(data)
+        self.train_ids, self.valid_ids = split_documents(len(documents), data.valid_fraction)
+        key = corpus_key(documents)
+        tok = self.cfg.tokenizer
+        if tok.path:
+            self.tokenizer = load_tokenizer(tok.path)
+        else:
+            train_docs = [documents[i] for i in self.train_ids]
+            self.tokenizer = tokenizer_for(train_docs, f"{key}-{data.valid_fraction}", tok.kind, tok.vocab_size,
+                                           tok.lowercase, tok.min_frequency, cache_dir)
+        self.corpus = tokenized_corpus(documents, key, self.tokenizer, cache_dir)
+        log.info("corpus: %d documents (%d held out), %d tokens", len(documents), len(self.valid_ids),
+                 self.corpus.num_tokens)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size()
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self.corpus is None:
+            self.prepare()
+        if self.train_set is not None:
+            return
+        data, seed = self.cfg.data, self.cfg.run.seed
+        static = self.cfg.masking.mode == "static"
+
+        def examples(doc_ids: np.ndarray, salt: int) -> np.ndarray:
+            rng = np.random.default_rng([seed, salt])
+            return build_examples(self.corpus, self.cfg.objective.sentence, data.max_seq_length, rng,
+                                  short_seq_prob=data.short_seq_prob, cross_doc=data.cross_doc, doc_ids=doc_ids)
+
+        self.train_set = PretrainDataset(self.corpus, examples(self.train_ids, 0), self.cfg, self.vocab_size, static)
+        # Validation masks are always static, so every evaluation scores the same predictions.
+        self.val_set = PretrainDataset(self.corpus, examples(self.valid_ids, 1), self.cfg, self.vocab_size, True)
+        self.val_set.duplicates = 1
+        log.info("examples: %d train, %d valid", len(self.train_set), len(self.val_set))
+
+    def set_epoch(self, epoch: int) -> None:
+        if self.train_set is not None:
+            self.train_set.epoch = epoch
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        workers = self.cfg.data.num_workers
+        return DataLoader(dataset, batch_size=self.cfg.trainer.batch_size, shuffle=shuffle, collate_fn=collate,
+                          num_workers=workers, persistent_workers=False, drop_last=shuffle)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)

@@ -1,0 +1,95 @@
+"""Train (WordPiece / byte-level BPE / Unigram) or load a `tokenizers` tokenizer, cached on disk.
+
+The special tokens are the one source of truth for their ids: every tokenizer here puts them first.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Sequence
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+from lightning_bert.errors import UserError
+
+log = logging.getLogger(__name__)
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(len(SPECIAL_TOKENS))
+NUM_SPECIAL = len(SPECIAL_TOKENS)
+
+
+def _wordpiece(vocab_size: int, lowercase: bool, min_frequency: int) -> tuple[Tokenizer, trainers.Trainer]:
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    return tok, trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                          special_tokens=list(SPECIAL_TOKENS), show_progress=False)
+
+
+def _bpe(vocab_size: int, lowercase: bool, min_frequency: int) -> tuple[Tokenizer, trainers.Trainer]:
+    tok = Tokenizer(models.BPE(unk_token="[UNK]"))  # byte-level: [UNK] never occurs, kept for a uniform id map
+    tok.normalizer = normalizers.NFC()  # RoBERTa keeps case
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    tok.decoder = decoders.ByteLevel()
+    return tok, trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, show_progress=False,
+                                    special_tokens=list(SPECIAL_TOKENS),
+                                    initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+
+
+def _unigram(vocab_size: int, lowercase: bool, min_frequency: int) -> tuple[Tokenizer, trainers.Trainer]:
+    tok = Tokenizer(models.Unigram())
+    steps = [normalizers.NFKC()] + ([normalizers.Lowercase()] if lowercase else [])
+    tok.normalizer = normalizers.Sequence(steps)
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    return tok, trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
+                                        unk_token="[UNK]", show_progress=False)
+
+
+BUILDERS = {"wordpiece": _wordpiece, "bpe": _bpe, "unigram": _unigram}
+
+
+def train_tokenizer(kind: str, documents: Sequence[str], vocab_size: int, lowercase: bool = True,
+                    min_frequency: int = 2) -> Tokenizer:
+    tok, trainer = BUILDERS[kind](vocab_size, lowercase, min_frequency)
+    tok.train_from_iterator(documents, trainer=trainer, length=len(documents))
+    check_special_tokens(tok, f"trained {kind} tokenizer")
+    return tok
+
+
+def check_special_tokens(tok: Tokenizer, source: str) -> None:
+    ids = [tok.token_to_id(t) for t in SPECIAL_TOKENS]
+    if ids != list(range(NUM_SPECIAL)):
+        found = ", ".join(f"{t}={i}" for t, i in zip(SPECIAL_TOKENS, ids))
+        raise UserError(f"{source} must have special tokens {', '.join(SPECIAL_TOKENS)} as ids 0-4; found {found}")
+
+
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    path = Path(path).expanduser()
+    try:
+        tok = Tokenizer.from_file(str(path))
+    except Exception as err:  # noqa: BLE001 - the Rust error text is the useful part
+        raise UserError(f"cannot load tokenizer.path={path}: {str(err).splitlines()[0]}") from None
+    check_special_tokens(tok, f"tokenizer.path={path}")
+    return tok
+
+
+def tokenizer_for(documents: Sequence[str], corpus_key: str, kind: str, vocab_size: int, lowercase: bool,
+                  min_frequency: int, cache_dir: Path) -> Tokenizer:
+    """Train on `documents`, or reuse the tokenizer cached for the same corpus and settings."""
+    settings = json.dumps([corpus_key, kind, vocab_size, lowercase, min_frequency])
+    path = cache_dir / f"tokenizer-{hashlib.sha256(settings.encode()).hexdigest()[:16]}.json"
+    if path.is_file():
+        log.info("reusing tokenizer %s", path)
+        return Tokenizer.from_file(str(path))
+    log.info("training %s tokenizer (vocab %d) on %d documents", kind, vocab_size, len(documents))
+    tok = train_tokenizer(kind, documents, vocab_size, lowercase, min_frequency)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tok.save(str(tmp))
+    tmp.replace(path)  # atomic: a crash never leaves half a tokenizer behind
+    return tok

@@ -1,0 +1,107 @@
+"""One pretraining run: data -> model -> Lightning Trainer -> run record (+ W&B), resumable."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from omegaconf import DictConfig
+
+from lightning_bert.config import to_dict
+from lightning_bert.data.datamodule import PretrainDataModule
+from lightning_bert.errors import UserError
+from lightning_bert.pretrain import PretrainModule
+from lightning_bert.runrecord import RunRecord
+from lightning_bert.tracking import wandb_logger
+
+log = logging.getLogger(__name__)
+WANDB_ID_FILE = "wandb_id.txt"
+
+
+def resolve_run_dir(cfg: DictConfig) -> Path:
+    """$LIGHTNING_BERT_RUN_DIR, else output_dir/name; resume=auto without a name picks the newest run."""
+    if os.environ.get("LIGHTNING_BERT_RUN_DIR"):
+        return Path(os.environ["LIGHTNING_BERT_RUN_DIR"])
+    out = Path(cfg.run.output_dir)
+    if cfg.run.name:
+        return out / cfg.run.name
+    if cfg.run.resume == "auto":
+        runs = sorted(out.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+        if runs:
+            return runs[-1].parent.parent
+    return out / f"{cfg.run.experiment or 'default'}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> Optional[Path]:
+    if cfg.run.resume == "none":
+        return None
+    if cfg.run.resume == "auto":
+        last = run_dir / "checkpoints" / "last.ckpt"
+        return last if last.is_file() else None
+    path = Path(cfg.run.resume).expanduser()
+    if not path.is_file():
+        raise UserError(f"run.resume={path}: no such checkpoint; use none, auto or a .ckpt path")
+    return path
+
+
+def max_steps(cfg: DictConfig) -> int:
+    """trainer.max_tokens (equal compute across variants) wins over trainer.max_steps."""
+    t = cfg.trainer
+    if t.max_tokens is None:
+        return t.max_steps
+    per_step = t.batch_size * t.accumulate_grad_batches * t.devices * t.num_nodes * cfg.data.max_seq_length
+    return max(1, t.max_tokens // per_step)
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train; return the summary written to <run dir>/summary.json."""
+    run_dir = resolve_run_dir(cfg)
+    ckpt_path = resume_checkpoint(cfg, run_dir)
+    cfg.run.name = cfg.run.name or run_dir.name
+    pl.seed_everything(cfg.run.seed, workers=True, verbose=False)
+
+    data = PretrainDataModule(cfg)
+    data.prepare()
+    config = to_dict(cfg)
+    model = PretrainModule(config, data.vocab_size, data.tokenizer.to_str())
+
+    record = RunRecord(run_dir, cfg)
+    record.write_config()
+    loggers: list[Any] = [CSVLogger(str(run_dir), name="", version="")]
+    id_file = run_dir / WANDB_ID_FILE
+    wandb = wandb_logger(cfg, run_dir, cfg.run.name, id_file.read_text().strip() if ckpt_path and id_file.is_file()
+                         else None, config)
+    if wandb is not None:
+        loggers.append(wandb)
+        if pl.utilities.rank_zero_only.rank == 0:
+            id_file.write_text(wandb.experiment.id)
+            record.wandb = {"id": wandb.experiment.id, "mode": wandb.experiment.settings.mode}
+
+    t = cfg.trainer
+    ckpt_dir = run_dir / "checkpoints"
+    trainer = pl.Trainer(
+        max_steps=max_steps(cfg), accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
+        strategy=t.strategy, precision=t.precision, gradient_clip_val=t.gradient_clip_val or None,
+        accumulate_grad_batches=t.accumulate_grad_batches, val_check_interval=t.val_check_interval,
+        check_val_every_n_epoch=None, limit_val_batches=t.limit_val_batches, log_every_n_steps=t.log_every_n_steps,
+        logger=loggers, enable_model_summary=False, num_sanity_val_steps=0,
+        callbacks=[ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
+                                   every_n_train_steps=t.checkpoint_every_n_steps),
+                   OnExceptionCheckpoint(dirpath=ckpt_dir, filename="last"), record])
+    if ckpt_path:
+        log.info("resuming from %s", ckpt_path)
+    trainer.fit(model, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    trainer.save_checkpoint(ckpt_dir / "last.ckpt")  # the final state, whatever the save interval
+
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    summary = record.write("finished", metrics)
+    if wandb is not None and trainer.global_rank == 0:
+        wandb.experiment.summary.update({**metrics, **{f"best/{k}": v for k, v in record.best.items()},
+                                         "tokens_seen": record.tokens_seen})
+        wandb.experiment.finish()
+    return summary or {}

@@ -1,0 +1,110 @@
+"""Pretraining objectives: a registry name -> (batch keys it needs, head, loss, predictions for metrics).
+
+Adding an objective = one decorated class here; the encoder, data files and trainer stay untouched.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, ClassVar
+
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import Tensor, nn
+
+from lightning_bert.errors import UserError
+from lightning_bert.model.encoder import BertEncoder
+from lightning_bert.model.heads import MLMHead, PairHead
+
+IGNORE = -100  # label of positions that are not predicted
+
+
+@dataclass
+class ObjectiveOutput:
+    loss: Tensor  # scalar, already averaged
+    preds: Tensor  # [N] predicted classes, for accuracy
+    target: Tensor  # [N] true classes
+
+
+class Objective(nn.Module):
+    """A head on the encoder's hidden states and its loss."""
+
+    needs: ClassVar[tuple[str, ...]] = ()  # batch keys the data pipeline must provide
+    num_classes: int  # for the accuracy metric
+    weight: float = 1.0  # share of the total loss
+
+    def forward(self, hidden: Tensor, batch: dict[str, Tensor]) -> ObjectiveOutput:
+        raise NotImplementedError
+
+
+OBJECTIVES: dict[str, type[Objective]] = {}
+
+
+def register(name: str) -> Callable[[type[Objective]], type[Objective]]:
+    def add(cls: type[Objective]) -> type[Objective]:
+        OBJECTIVES[name] = cls
+        return cls
+
+    return add
+
+
+@register("mlm")
+class MaskedLM(Objective):
+    """Masked language modelling with sparse prediction: logits only at selected positions."""
+
+    needs = ("mlm_labels",)
+
+    def __init__(self, cfg: DictConfig, encoder: BertEncoder):
+        super().__init__()
+        self.head = MLMHead(encoder)
+        self.num_classes = encoder.config.vocab_size
+
+    def forward(self, hidden: Tensor, batch: dict[str, Tensor]) -> ObjectiveOutput:
+        labels = batch["mlm_labels"]
+        selected = labels != IGNORE
+        logits = self.head(hidden[selected])
+        target = labels[selected]
+        return ObjectiveOutput(F.cross_entropy(logits.float(), target), logits.argmax(-1), target)
+
+
+class SentencePair(Objective):
+    """A 2-way classifier on the pooled [CLS]: NSP (is B the next segment?) or SOP (are A, B swapped?)."""
+
+    needs = ("sentence_label",)
+
+    def __init__(self, cfg: DictConfig, encoder: BertEncoder):
+        super().__init__()
+        self.head = PairHead(encoder.config.hidden_size)
+        self.num_classes = 2
+        self.weight = cfg.objective.sentence_weight
+
+    def forward(self, hidden: Tensor, batch: dict[str, Tensor]) -> ObjectiveOutput:
+        logits = self.head(hidden)
+        target = batch["sentence_label"]
+        return ObjectiveOutput(F.cross_entropy(logits.float(), target), logits.argmax(-1), target)
+
+
+@register("nsp")
+class NextSentencePrediction(SentencePair):
+    """BERT: label 1 = segment B comes from another document."""
+
+
+@register("sop")
+class SentenceOrderPrediction(SentencePair):
+    """ALBERT: label 1 = the two consecutive segments are swapped."""
+
+
+def objective_names(cfg: DictConfig) -> list[str]:
+    """The objectives a config trains: MLM always, plus the sentence task and SBO when chosen."""
+    names = ["mlm"]
+    if cfg.objective.sentence != "none":
+        names.append(cfg.objective.sentence)
+    if cfg.objective.sbo:
+        names.append("sbo")
+    return names
+
+
+def build_objectives(cfg: DictConfig, encoder: BertEncoder) -> nn.ModuleDict:
+    unknown = [n for n in objective_names(cfg) if n not in OBJECTIVES]
+    if unknown:
+        raise UserError(f"unknown objective {unknown[0]!r}; registered: {', '.join(sorted(OBJECTIVES))}")
+    return nn.ModuleDict({name: OBJECTIVES[name](cfg, encoder) for name in objective_names(cfg)})

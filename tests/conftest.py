@@ -1,0 +1,29 @@
+"""Shared pytest fixtures."""
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real data sets in /work/shared/data (see its README)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A tiny CPU run on a small real slice: every end-to-end test starts from these overrides.
+TINY = ["model.size=tiny", "model.hidden_size=64", "model.intermediate_size=128", "tokenizer.vocab_size=1000",
+        "trainer.max_steps=4", "trainer.batch_size=8", "trainer.val_check_interval=2", "trainer.limit_val_batches=2",
+        "trainer.log_every_n_steps=1", "data.max_seq_length=64", "logger.wandb.mode=disabled"]
+
+
+@pytest.fixture
+def tiny_overrides(tmp_path: Path, shared_data: Path) -> list[str]:
+    """Overrides for a seconds-long run on 60 real Wikipedia documents, writing under tmp_path."""
+    return TINY + [f"data.path={shared_data / 'wikipedia-en' / 'valid.txt'}", "data.max_documents=60",
+                   f"data.cache_dir={tmp_path / 'cache'}", f"run.output_dir={tmp_path / 'runs'}"]

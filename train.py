@@ -1,0 +1,39 @@
+"""Pretrain an encoder: `python train.py [experiment=NAME] [key=value ...]`.
+
+Overrides are OmegaConf dotlists, exactly what `wandb agent` passes via ${args_no_hyphens}.
+Examples:
+    python train.py                                   # tiny BERT, dynamic MLM, built-in corpus, ~3 min CPU
+    python train.py experiment=roberta data.path=../shared/data/wikipedia-en/train.txt
+    python train.py trainer.devices=2 trainer.strategy=ddp
+    python train.py run.name=my-run run.resume=auto   # continue an interrupted run
+"""
+import logging
+import sys
+
+from lightning_bert.config import ConfigError, experiment_names, load
+from lightning_bert.errors import UserError
+
+
+def main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        from omegaconf import OmegaConf
+
+        print(__doc__)
+        print(f"experiments: {', '.join(experiment_names())}\n\ndefaults:\n{OmegaConf.to_yaml(load())}")
+        return 0
+    try:
+        cfg = load(argv)  # fails fast on bad keys/values, before torch or the corpus is touched
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        from lightning_bert.fit import run
+
+        summary = run(cfg)
+    except (ConfigError, UserError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if summary:
+        print(f"run record: {summary['run_dir']}  (status {summary['status']}, {summary['global_step']} steps)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
