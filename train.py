@@ -23,7 +23,10 @@ def main(argv: list[str]) -> int:
         return 0
     try:
         cfg = load(argv)  # fails fast on bad keys/values, before torch or the corpus is touched
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logging.getLogger("lightning_bert").addHandler(handler)  # Lightning keeps its own handlers
+        logging.getLogger("lightning_bert").setLevel(logging.INFO)
         from lightning_bert.fit import run
 
         summary = run(cfg)

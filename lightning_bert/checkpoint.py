@@ -15,7 +15,7 @@ def encoder_config(cfg: DictConfig, vocab_size: int) -> EncoderConfig:
     """The encoder's dimensions from the `model` section (size preset + overrides)."""
     from lightning_bert.config import ModelConfig
 
-    model: ModelConfig = OmegaConf.to_object(cfg.model)  # type: ignore[assignment]
+    model = ModelConfig(**OmegaConf.to_container(cfg.model))  # a plain dict when read back from a checkpoint
     layers, hidden, heads, ffn = model.dims()
     return EncoderConfig(vocab_size=vocab_size, hidden_size=hidden, num_layers=layers, num_heads=heads,
                          intermediate_size=ffn, embedding_size=model.embedding_size,

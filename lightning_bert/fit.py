@@ -9,14 +9,14 @@ from typing import Any, Optional
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig
 
 from lightning_bert.config import to_dict
 from lightning_bert.data.datamodule import PretrainDataModule
 from lightning_bert.errors import UserError
 from lightning_bert.pretrain import PretrainModule
-from lightning_bert.runrecord import RunRecord
+from lightning_bert.checkpoint import read_checkpoint
+from lightning_bert.runrecord import ResumableCSVLogger, RunRecord, trim_metrics
 from lightning_bert.tracking import wandb_logger
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     record = RunRecord(run_dir, cfg)
     record.write_config()
-    loggers: list[Any] = [CSVLogger(str(run_dir), name="", version="")]
+    if ckpt_path:
+        trim_metrics(run_dir / "metrics.csv", read_checkpoint(ckpt_path)["global_step"])
+    loggers: list[Any] = [ResumableCSVLogger(run_dir)]
     id_file = run_dir / WANDB_ID_FILE
     wandb = wandb_logger(cfg, run_dir, cfg.run.name, id_file.read_text().strip() if ckpt_path and id_file.is_file()
                          else None, config)

@@ -41,7 +41,7 @@ class PretrainModule(pl.LightningModule):
         self.tokenizer_json = tokenizer_json
         self.encoder = BertEncoder(encoder_config(cfg, vocab_size))
         self.objectives = build_objectives(cfg, self.encoder)
-        self.metrics = nn.ModuleDict({stage: self._stage_metrics() for stage in ("train", "val")})
+        self.train_metrics, self.val_metrics = self._stage_metrics(), self._stage_metrics()
         self.register_buffer("tokens_seen", torch.zeros((), dtype=torch.long))  # checkpointed with the model
         self._window_start, self._window_tokens = time.perf_counter(), 0
 
@@ -57,7 +57,7 @@ class PretrainModule(pl.LightningModule):
 
     def _shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
         hidden = self(batch)
-        metrics, total = self.metrics[stage], 0.0
+        metrics, total = getattr(self, f"{stage}_metrics"), 0.0
         on_step = stage == "train"
         for name, objective in self.objectives.items():
             out = objective(hidden, batch)
@@ -87,7 +87,7 @@ class PretrainModule(pl.LightningModule):
         self._shared_step(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
-        self.log("val/perplexity", torch.exp(self.metrics["val"]["mlm_loss"].compute().clamp(max=50)))
+        self.log("val/perplexity", torch.exp(self.val_metrics["mlm_loss"].compute().clamp(max=50)))
         self.log("tokens_seen", self.tokens_seen.float())  # the x axis of validation curves
 
     def on_train_epoch_start(self) -> None:

@@ -5,6 +5,7 @@ Only global rank 0 writes it.
 """
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -13,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -61,6 +65,43 @@ class RunRecord(pl.Callback):
         tmp.write_text(json.dumps(summary, indent=2, sort_keys=True))
         os.replace(tmp, self.run_dir / "summary.json")
         return summary
+
+
+class _AppendingWriter(ExperimentWriter):
+    def _check_log_dir_exists(self) -> None:
+        # Lightning deletes an existing metrics.csv here; a resumed run appends to it instead.
+        if os.path.isfile(self.metrics_file_path):
+            with open(self.metrics_file_path, newline="") as file:
+                self.metrics_keys = next(csv.reader(file), [])
+
+
+class ResumableCSVLogger(CSVLogger):
+    """CSVLogger writing <run dir>/metrics.csv, continued (not replaced) when a run resumes."""
+
+    def __init__(self, run_dir: Path):
+        super().__init__(str(run_dir), name="", version="")
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+@rank_zero_only
+def trim_metrics(path: Path, from_step: int) -> None:
+    """Drop rows logged after the checkpoint we resume from: those steps are trained again."""
+    if not path.is_file():
+        return
+    with open(path, newline="") as file:
+        reader = csv.DictReader(file)
+        fields, rows = reader.fieldnames or [], [r for r in reader if int(r["step"]) < from_step]
+    with open(path, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:

@@ -1,0 +1,123 @@
+"""Training tokens/s of this encoder + sparse MLM head vs `transformers` BertForPreTraining (eager).
+
+    pip install -e ".[bench]" && python benchmarks/mlm_throughput.py [--steps 5 --rounds 6 --threads 2]
+
+Identical sizes (hidden 256, 4 layers, 4 heads, FFN 1024, vocab 30522), sequence 128, batch 32,
+AdamW, the same batches; the two models alternate round by round in one process, so drift in the
+machine's speed hits both. Prints the median tokens/s of each, the ratio, and peak memory of one
+training step in a fresh process (RSS on CPU, allocated bytes on CUDA).
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import resource
+import statistics
+import time
+
+import torch
+
+SIZES = dict(hidden=256, layers=4, heads=4, ffn=1024, vocab=30522, seq=128, batch=32)
+
+
+def make_ours(device: str) -> tuple[torch.nn.Module, callable]:
+    from lightning_bert.config import load
+    from lightning_bert.model.encoder import BertEncoder, EncoderConfig
+    from lightning_bert.objectives import build_objectives
+
+    cfg = load()
+    encoder = BertEncoder(EncoderConfig(vocab_size=SIZES["vocab"], hidden_size=SIZES["hidden"],
+                                        num_layers=SIZES["layers"], num_heads=SIZES["heads"],
+                                        intermediate_size=SIZES["ffn"]))
+    mlm = build_objectives(cfg, encoder)["mlm"]
+    model = torch.nn.ModuleDict({"encoder": encoder, "mlm": mlm}).to(device)
+
+    def loss(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        hidden = model["encoder"](batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
+        return model["mlm"](hidden, batch).loss
+
+    return model, loss
+
+
+def make_reference(device: str) -> tuple[torch.nn.Module, callable]:
+    from transformers import BertConfig, BertForPreTraining
+
+    config = BertConfig(vocab_size=SIZES["vocab"], hidden_size=SIZES["hidden"], num_hidden_layers=SIZES["layers"],
+                        num_attention_heads=SIZES["heads"], intermediate_size=SIZES["ffn"],
+                        max_position_embeddings=512, attn_implementation="eager")
+    model = BertForPreTraining(config).to(device)
+
+    def loss(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return model(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],
+                     attention_mask=batch["attention_mask"], labels=batch["mlm_labels"],
+                     next_sentence_label=batch["nsp_labels"]).loss  # HF returns no loss without NSP labels
+
+    return model, loss
+
+
+def batches(n: int, device: str) -> list[dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for _ in range(n):
+        ids = torch.randint(5, SIZES["vocab"], (SIZES["batch"], SIZES["seq"]), generator=g)
+        chosen = torch.rand(ids.shape, generator=g) < 0.15
+        labels = torch.where(chosen, ids, torch.full_like(ids, -100))
+        out.append({"input_ids": ids.masked_fill(chosen, 4), "mlm_labels": labels,
+                    "token_type_ids": torch.zeros_like(ids), "attention_mask": torch.ones_like(ids),
+                    "nsp_labels": torch.zeros(SIZES["batch"], dtype=torch.long)})
+    return [{k: v.to(device) for k, v in b.items()} for b in out]
+
+
+def train_steps(loss_fn, optimizer, data: list[dict[str, torch.Tensor]], device: str) -> float:
+    start = time.perf_counter()
+    for batch in data:
+        loss = loss_fn(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return len(data) * SIZES["batch"] * SIZES["seq"] / (time.perf_counter() - start)
+
+
+def peak_memory(name: str, device: str, threads: int) -> float:
+    """MiB at the peak of two training steps, measured in a fresh process so the models don't mix."""
+    torch.set_num_threads(threads)
+    model, loss_fn = (make_ours if name == "ours" else make_reference)(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    train_steps(loss_fn, optimizer, batches(2, device), device)
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=5, help="training steps per round")
+    parser.add_argument("--rounds", type=int, default=6, help="alternating rounds per model (first is warm-up)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    models = {"ours": make_ours(args.device), "transformers": make_reference(args.device)}
+    optimizers = {k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, (m, _) in models.items()}
+    data = batches(args.steps, args.device)
+    speeds: dict[str, list[float]] = {k: [] for k in models}
+    for round_ in range(args.rounds):
+        for name, (_, loss_fn) in models.items():
+            tps = train_steps(loss_fn, optimizers[name], data, args.device)
+            if round_ > 0:  # round 0 warms up allocators and kernels
+                speeds[name].append(tps)
+    ours, ref = (statistics.median(speeds[k]) for k in ("ours", "transformers"))
+    with mp.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
+        memory = {k: pool.apply(peak_memory, (k, args.device, args.threads)) for k in models}
+    unit = "MiB allocated" if args.device == "cuda" else "MiB peak RSS"
+    print(f"device={args.device} threads={args.threads} sizes={SIZES}")
+    print(f"ours          {ours:10.0f} tokens/s   {memory['ours']:8.0f} {unit}")
+    print(f"transformers  {ref:10.0f} tokens/s   {memory['transformers']:8.0f} {unit}")
+    print(f"ratio ours/transformers: {ours / ref:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
