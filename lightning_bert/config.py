@@ -221,12 +221,21 @@ class LoggerConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
 
+# GLUE task names (lightning_bert/glue.py TASKS; a test keeps the two in step) plus the STS embedding probes.
+DOWNSTREAM = ("cola", "sst2", "mrpc", "rte", "stsb", "wnli", "sts")
+
+
 @dataclass
 class EvalConfig:
     downstream: list[str] = field(default_factory=list)  # after pretraining: glue task names and/or "sts"
     glue_dir: str = "../shared/data/glue"  # GLUE TSV directory (or "hf" for Hugging Face nyu-mll/glue)
     glue_seeds: int = 1  # fine-tuning seeds per task (median reported)
     probes: bool = True  # NSP and SOP cross-probe accuracies in the summary (ALBERT Table 5)
+    max_train_examples: Optional[int] = 4000  # cap per GLUE task after pretraining (None = full train sets)
+
+    def __post_init__(self) -> None:
+        for name in self.downstream:
+            _choice("eval", "downstream", name.removeprefix("glue:"), DOWNSTREAM)
 
 
 @dataclass
@@ -292,12 +301,18 @@ def _parse_overrides(overrides: Sequence[str]) -> tuple[Optional[str], list[str]
     return experiment, rest
 
 
-def load(overrides: Sequence[str] = (), experiment: Optional[str] = None) -> DictConfig:
-    """Defaults <- experiments/NAME.yaml <- dotlist overrides; validated. Raises ConfigError."""
+def load(overrides: Sequence[str] = (), experiment: Optional[str] = None,
+         base: Optional[dict[str, Any]] = None) -> DictConfig:
+    """Defaults <- `base` (e.g. a checkpoint's config) <- experiments/NAME.yaml <- dotlist overrides.
+
+    Validated; raises ConfigError naming the key and what is allowed.
+    """
     named, dotlist = _parse_overrides(overrides)
     experiment = named or experiment
     try:
         cfg = OmegaConf.structured(Config)
+        if base:
+            cfg = OmegaConf.merge(cfg, base)
         if experiment:
             preset = EXPERIMENTS_DIR / f"{experiment}.yaml"
             if not preset.is_file():

@@ -58,6 +58,18 @@ def max_steps(cfg: DictConfig) -> int:
     return max(1, t.max_tokens // per_step)
 
 
+def evaluate(cfg: DictConfig, model: PretrainModule, data: PretrainDataModule, ckpt: Path) -> dict[str, float]:
+    """After pretraining: NSP/SOP cross-probes and downstream scores, as summary metrics."""
+    from lightning_bert.finetune import run_downstream
+    from lightning_bert.probes import cross_probe
+
+    out = cross_probe(model, data) if cfg.eval.probes else {}
+    if cfg.eval.downstream:
+        out.update(run_downstream(ckpt, cfg.eval, max_train_examples=cfg.eval.max_train_examples))
+    log.info("evaluation: %s", ", ".join(f"{k}={v:.4f}" for k, v in out.items()))
+    return out
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train; return the summary written to <run dir>/summary.json."""
     run_dir = resolve_run_dir(cfg)
@@ -101,6 +113,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     trainer.save_checkpoint(ckpt_dir / "last.ckpt")  # the final state, whatever the save interval
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if trainer.global_rank == 0:
+        metrics.update(evaluate(cfg, model, data, ckpt_dir / "last.ckpt"))
     summary = record.write("finished", metrics)
     if wandb is not None and trainer.global_rank == 0:
         wandb.experiment.summary.update({**metrics, **{f"best/{k}": v for k, v in record.best.items()},

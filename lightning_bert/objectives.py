@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, ClassVar
 
+import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
@@ -91,6 +92,32 @@ class NextSentencePrediction(SentencePair):
 @register("sop")
 class SentenceOrderPrediction(SentencePair):
     """ALBERT: label 1 = the two consecutive segments are swapped."""
+
+
+@register("sbo")
+class SpanBoundary(Objective):
+    """SpanBERT's span boundary objective: predict each span token from the encoder outputs just
+    outside the span plus its relative position, through a 2-layer GELU + LayerNorm network."""
+
+    needs = ("mlm_labels", "sbo_left", "sbo_right")
+
+    def __init__(self, cfg: DictConfig, encoder: BertEncoder):
+        super().__init__()
+        hidden = encoder.config.hidden_size
+        self.position = nn.Embedding(cfg.data.max_seq_length, hidden)
+        self.mlp = nn.Sequential(nn.Linear(3 * hidden, hidden), nn.GELU(), nn.LayerNorm(hidden),
+                                 nn.Linear(hidden, hidden), nn.GELU(), nn.LayerNorm(hidden))
+        self.decoder = MLMHead(encoder)  # vocabulary logits through the tied input embeddings
+        self.num_classes = encoder.config.vocab_size
+
+    def forward(self, hidden: Tensor, batch: dict[str, Tensor]) -> ObjectiveOutput:
+        left, right = batch["sbo_left"], batch["sbo_right"]
+        rows, cols = torch.nonzero(left >= 0, as_tuple=True)
+        left, right = left[rows, cols], right[rows, cols]
+        features = torch.cat([hidden[rows, left], hidden[rows, right], self.position(cols - left - 1)], dim=-1)
+        logits = self.decoder(self.mlp(features))
+        target = batch["mlm_labels"][rows, cols]
+        return ObjectiveOutput(F.cross_entropy(logits.float(), target), logits.argmax(-1), target)
 
 
 def objective_names(cfg: DictConfig) -> list[str]:

@@ -89,10 +89,10 @@ def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
 
 
 class PretrainDataModule(pl.LightningDataModule):
-    def __init__(self, cfg: DictConfig):
+    def __init__(self, cfg: DictConfig, tokenizer: Any = None):
         super().__init__()
         self.cfg = cfg
-        self.tokenizer: Any = None
+        self.tokenizer = tokenizer  # given (e.g. a checkpoint's), else loaded or trained in prepare()
         self.corpus: Optional[TokenizedCorpus] = None
         self.train_set: Optional[PretrainDataset] = None
         self.val_set: Optional[PretrainDataset] = None
@@ -105,9 +105,9 @@ class PretrainDataModule(pl.LightningDataModule):
         self.train_ids, self.valid_ids = split_documents(len(documents), data.valid_fraction)
         key = corpus_key(documents)
         tok = self.cfg.tokenizer
-        if tok.path:
+        if self.tokenizer is None and tok.path:
             self.tokenizer = load_tokenizer(tok.path)
-        else:
+        elif self.tokenizer is None:
             train_docs = [documents[i] for i in self.train_ids]
             self.tokenizer = tokenizer_for(train_docs, f"{key}-{data.valid_fraction}", tok.kind, tok.vocab_size,
                                            tok.lowercase, tok.min_frequency, cache_dir)
