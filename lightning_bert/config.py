@@ -133,7 +133,7 @@ class MaskingConfig:
     dupe_factor: int = 10  # static: number of differently masked copies of each example
     span_p: float = 0.2  # span: geometric distribution parameter for span length in words
     span_max: int = 10  # span: longest span in words
-    fixed_count: bool = False  # select exactly round(rate * length) tokens per sequence
+    fixed_count: bool = False  # select exactly round(rate * n) tokens, n = non-special tokens (static shapes)
 
     def __post_init__(self) -> None:
         _choice("masking", "mode", self.mode, ("dynamic", "static"))

@@ -75,6 +75,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     run_dir = resolve_run_dir(cfg)
     ckpt_path = resume_checkpoint(cfg, run_dir)
     cfg.run.name = cfg.run.name or run_dir.name
+    resume_step = read_checkpoint(ckpt_path)["global_step"] if ckpt_path else 0  # a bad file fails before data work
     pl.seed_everything(cfg.run.seed, workers=True, verbose=False)
 
     data = PretrainDataModule(cfg)
@@ -85,7 +86,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     record = RunRecord(run_dir, cfg)
     record.write_config()
     if ckpt_path:
-        trim_metrics(run_dir / "metrics.csv", read_checkpoint(ckpt_path)["global_step"])
+        trim_metrics(run_dir / "metrics.csv", resume_step)
     loggers: list[Any] = [ResumableCSVLogger(run_dir)]
     id_file = run_dir / WANDB_ID_FILE
     wandb = wandb_logger(cfg, run_dir, cfg.run.name, id_file.read_text().strip() if ckpt_path and id_file.is_file()
@@ -103,7 +104,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         strategy=t.strategy, precision=t.precision, gradient_clip_val=t.gradient_clip_val or None,
         accumulate_grad_batches=t.accumulate_grad_batches, val_check_interval=t.val_check_interval,
         check_val_every_n_epoch=None, limit_val_batches=t.limit_val_batches, log_every_n_steps=t.log_every_n_steps,
-        logger=loggers, enable_model_summary=False, num_sanity_val_steps=0,
+        logger=loggers, enable_model_summary=False, num_sanity_val_steps=0, use_distributed_sampler=False,
         callbacks=[ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
                                    every_n_train_steps=t.checkpoint_every_n_steps),
                    OnExceptionCheckpoint(dirpath=ckpt_dir, filename="last"), record])

@@ -12,18 +12,23 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from lightning_bert.data.masking import IGNORE  # label of positions that are not predicted
 from lightning_bert.errors import UserError
 from lightning_bert.model.encoder import BertEncoder
 from lightning_bert.model.heads import MLMHead, PairHead
 
-IGNORE = -100  # label of positions that are not predicted
 
 
 @dataclass
 class ObjectiveOutput:
-    loss: Tensor  # scalar, already averaged
+    loss_sum: Tensor  # scalar: summed over the N predictions (the caller normalises, see PretrainModule)
     preds: Tensor  # [N] predicted classes, for accuracy
     target: Tensor  # [N] true classes
+
+    @property
+    def loss(self) -> Tensor:
+        """Mean over this batch's predictions."""
+        return self.loss_sum / max(len(self.target), 1)
 
 
 class Objective(nn.Module):
@@ -64,7 +69,7 @@ class MaskedLM(Objective):
         selected = labels != IGNORE
         logits = self.head(hidden[selected])
         target = labels[selected]
-        return ObjectiveOutput(F.cross_entropy(logits.float(), target), logits.argmax(-1), target)
+        return ObjectiveOutput(F.cross_entropy(logits.float(), target, reduction="sum"), logits.argmax(-1), target)
 
 
 class SentencePair(Objective):
@@ -81,7 +86,7 @@ class SentencePair(Objective):
     def forward(self, hidden: Tensor, batch: dict[str, Tensor]) -> ObjectiveOutput:
         logits = self.head(hidden)
         target = batch["sentence_label"]
-        return ObjectiveOutput(F.cross_entropy(logits.float(), target), logits.argmax(-1), target)
+        return ObjectiveOutput(F.cross_entropy(logits.float(), target, reduction="sum"), logits.argmax(-1), target)
 
 
 @register("nsp")
@@ -117,7 +122,7 @@ class SpanBoundary(Objective):
         features = torch.cat([hidden[rows, left], hidden[rows, right], self.position(cols - left - 1)], dim=-1)
         logits = self.decoder(self.mlp(features))
         target = batch["mlm_labels"][rows, cols]
-        return ObjectiveOutput(F.cross_entropy(logits.float(), target), logits.argmax(-1), target)
+        return ObjectiveOutput(F.cross_entropy(logits.float(), target, reduction="sum"), logits.argmax(-1), target)
 
 
 def objective_names(cfg: DictConfig) -> list[str]:

@@ -61,7 +61,7 @@ class PretrainModule(pl.LightningModule):
         on_step = stage == "train"
         for name, objective in self.objectives.items():
             out = objective(hidden, batch)
-            total = total + objective.weight * out.loss
+            total = total + objective.weight * out.loss_sum / self._loss_denominator(len(out.target), stage)
             metrics[f"{name}_acc"](out.preds, out.target)  # forward: updates state and gives the batch value
             metrics[f"{name}_loss"](out.loss.detach(), weight=len(out.target))
             self.log(f"{stage}/{name}_acc", metrics[f"{name}_acc"], on_step=on_step, on_epoch=not on_step)
@@ -70,8 +70,18 @@ class PretrainModule(pl.LightningModule):
                  sync_dist=not on_step, batch_size=len(batch["input_ids"]))
         return total
 
+    def _loss_denominator(self, count: int, stage: str) -> Tensor | int:
+        """Predictions per rank, averaged over ranks: DDP then averages gradients of sum / that, which
+        equals the gradient of the global-batch mean, so N processes train exactly like one."""
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if stage != "train" or world == 1:
+            return max(count, 1)
+        total = torch.tensor(float(count), device=self.device)
+        torch.distributed.all_reduce(total)
+        return (total / world).clamp(min=1)
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        tokens = int(batch["attention_mask"].sum()) * self.trainer.world_size  # ranks get equal-size batches
+        tokens = int(self.trainer.strategy.reduce(batch["attention_mask"].sum(), reduce_op="sum"))  # all ranks
         self.tokens_seen += tokens
         self._window_tokens += tokens
         loss = self._shared_step(batch, "train")

@@ -4,7 +4,8 @@ import torch.nn.functional as F
 
 from lightning_bert.config import load
 from lightning_bert.model.encoder import BertEncoder, EncoderConfig
-from lightning_bert.objectives import IGNORE, build_objectives
+from lightning_bert.data.masking import IGNORE
+from lightning_bert.objectives import build_objectives
 
 
 def _batch(vocab: int, seed: int = 0) -> dict[str, torch.Tensor]:
