@@ -1,0 +1,325 @@
+"""Offline sweep controller: run a W&B sweep YAML on this machine, no server needed.
+
+    python -m lightning_bert.sweep sweeps/sentence_task.yaml [--count N] [--dir DIR]
+
+Suggestions come from the `sweeps` package (the grid/random/bayes code W&B runs); each trial
+runs the YAML's `command` as `wandb agent` would build it, with LIGHTNING_BERT_RUN_DIR set to
+<dir>/runs/<trial id>. Trial states live in <dir>/sweep_state.json, written atomically, so a
+restarted sweep resumes where it stopped and never runs a trial twice.
+"""
+from __future__ import annotations
+
+import argparse
+import fcntl
+import itertools
+import json
+import math
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import yaml
+
+from lightning_bert.errors import UserError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STATE_FILE = "sweep_state.json"
+METHODS = ("grid", "random", "bayes")
+DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
+MACROS = ("env", "interpreter", "program", "args", "args_no_hyphens", "args_json")
+ENVVAR = re.compile(r"\$\{envvar:([A-Z0-9_]*)\}")
+MAX_GRID_CHECKS = 1000  # grid points validated up front (15 ms each)
+MAX_CONTEXTS = 20  # choices of the other parameters a value is tried with
+
+
+class SweepError(UserError):
+    """A bad sweep file, sweep directory or command line."""
+
+
+def override(key: str, value: Any) -> str:
+    """`key=value` exactly as the W&B agent formats `${args_no_hyphens}` (Python str())."""
+    return f"{key}={value}"
+
+
+def _config_error(overrides: list[str]) -> Optional[str]:
+    """The config schema's one-line complaint about these overrides, or None."""
+    from lightning_bert import config  # lazy: only needed to validate
+
+    try:
+        config.load(overrides=overrides)
+    except UserError as err:
+        return str(err)
+    return None
+
+
+def _check_parameters(params: dict[str, Any], method: str) -> None:
+    """Every value must load next to some choice of the other parameters; every grid point must load."""
+    options = {k: [override(k, v) for v in _candidates(p)] for k, p in params.items()}
+    for name, args in options.items():
+        others = itertools.product(*(o for k, o in options.items() if k != name))
+        contexts = [list(c) for c in itertools.islice(others, MAX_CONTEXTS)]
+        for arg in args:
+            errors = (_config_error(c + [arg]) for c in contexts)
+            first = next(errors)
+            if first and all(errors):  # fails whatever the other parameters are
+                raise SweepError(f"parameter {name}: {first}")
+    if method == "grid":  # values valid alone can still clash (objective.sbo needs masking.unit=span)
+        for combo in itertools.islice(itertools.product(*options.values()), MAX_GRID_CHECKS):
+            error = _config_error(list(combo))
+            if error:
+                raise SweepError(f"parameters {' '.join(combo)}: {error}")
+
+
+def _candidates(param: dict[str, Any]) -> list[Any]:
+    """The values of a parameter worth validating: every listed value, or a range's ends."""
+    if "values" in param:
+        return list(param["values"])
+    if "value" in param:
+        return [param["value"]]
+    dist = param.get("distribution", "")
+    if "min" in param and "max" in param:
+        lo, hi = param["min"], param["max"]
+        if dist in ("log_uniform", "q_log_uniform"):  # bounds are exponents here
+            return [math.exp(lo), math.exp(hi)]
+        if dist == "inv_log_uniform":
+            return [math.exp(-hi), math.exp(-lo)]
+        return [lo, hi]
+    return [param.get("mu", 0.0)]
+
+
+def grid_size(params: dict[str, Any]) -> int:
+    return math.prod(len(_candidates(p)) if "values" in p else 1 for p in params.values())
+
+
+def _sweeps() -> Any:
+    """The `sweeps` package, imported lazily (scipy) and without its pydantic v2 deprecation warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import sweeps
+    return sweeps
+
+
+def _suggest(spec: dict[str, Any], runs: list[Any]) -> Any:
+    """The next trial from the `sweeps` package (None once a grid is done), without its chatter."""
+    sweeps = _sweeps()
+    with warnings.catch_warnings():  # the bayes GP's convergence warnings
+        warnings.simplefilter("ignore")
+        return sweeps.next_run(spec, runs)
+
+
+def load_sweep(path: str | Path) -> dict[str, Any]:
+    """Read a sweep YAML and check it against the sweep schema and the config schema."""
+    path = Path(path)
+    if not path.is_file():
+        raise SweepError(f"sweep file {path} not found")
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise SweepError(f"{path}: YAML syntax error: {' '.join(str(err).split())}") from None
+    if not isinstance(spec, dict):
+        raise SweepError(f"{path}: expected a mapping with program, method and parameters")
+    for key in ("program", "method", "parameters"):
+        if not spec.get(key):
+            raise SweepError(f"{path}: missing '{key}'")
+    if spec["method"] not in METHODS:
+        raise SweepError(f"{path}: method '{spec['method']}' is not one of {', '.join(METHODS)}")
+    if spec["method"] == "bayes" and not (spec.get("metric") or {}).get("name"):
+        raise SweepError(f"{path}: bayes search needs a 'metric' section with a name (e.g. val/loss)")
+    if not isinstance(spec["parameters"], dict):
+        raise SweepError(f"{path}: 'parameters' must map parameter names to values/value/min+max")
+    for item in spec.get("command") or []:
+        if str(item).startswith("${") and str(item)[2:-1] not in MACROS and not ENVVAR.fullmatch(str(item)):
+            raise SweepError(f"{path}: command macro {item} is not supported; use one of "
+                             + ", ".join("${%s}" % m for m in MACROS))
+    for name, param in spec["parameters"].items():
+        if not isinstance(param, dict) or "parameters" in param:
+            raise SweepError(f"parameter {name}: give values, value or min/max; write nested keys as "
+                             "dotted names, e.g. objective.sentence: {values: [nsp, sop]}")
+    violations = _sweeps().schema_violations_from_proposed_config(spec)
+    if violations:
+        raise SweepError(f"{path}: " + "; ".join(" ".join(v.split()) for v in violations))
+    try:  # what the schema allows but the method does not (a float range in a grid, ...)
+        _suggest(spec, [])
+    except ValueError as err:
+        raise SweepError(f"{path}: {' '.join(str(err).split())}") from None
+    _check_parameters(spec["parameters"], spec["method"])
+    return spec
+
+
+def resolve_program(program: str, sweep_file: Path) -> Path:
+    """`program` relative to the working directory (as wandb agent does), the repo root or the YAML."""
+    prog = Path(program).expanduser()
+    places = [prog] if prog.is_absolute() else [Path.cwd() / prog, REPO_ROOT / prog, sweep_file.parent / prog]
+    for place in places:
+        if place.is_file():
+            return place.resolve()
+    raise SweepError(f"program {program} not found (looked in the working directory, {REPO_ROOT}, "
+                     f"{sweep_file.parent})")
+
+
+def build_command(spec: dict[str, Any], program: Path, params: dict[str, Any]) -> list[str]:
+    """Expand the YAML's `command` list the way the W&B agent does."""
+    args = [override(k, v) for k, v in params.items()]
+    macros = {"env": ["/usr/bin/env"], "interpreter": [sys.executable], "program": [str(program)],
+              "args": [f"--{a}" for a in args], "args_no_hyphens": args, "args_json": [json.dumps(params)]}
+    out: list[str] = []
+    for item in spec.get("command") or DEFAULT_COMMAND:
+        item = ENVVAR.sub(lambda m: os.environ.get(m[1], m[1]), str(item))
+        out += macros[item[2:-1]] if item.startswith("${") and item[2:-1] in macros else [item]
+    return out
+
+
+def varied_keys(params: dict[str, Any]) -> list[str]:
+    """Parameters that take more than one value: the W&B tags and the report's variants (+seed)."""
+    return [k for k, p in params.items() if "value" not in p and len(p.get("values", [0, 1])) > 1]
+
+
+def _save_state(sweep_dir: Path, state: dict[str, Any]) -> None:
+    tmp = sweep_dir / (STATE_FILE + ".tmp")
+    with open(tmp, "w") as fh:
+        json.dump(state, fh, indent=1, default=lambda o: o.item())  # numpy scalars from samplers
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, sweep_dir / STATE_FILE)
+
+
+def _read_summary(run_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _load_state(sweep_dir: Path, spec: dict[str, Any], name: str, echo: Callable[[str], None]) -> dict[str, Any]:
+    path = sweep_dir / STATE_FILE
+    if not path.exists():
+        return {"name": name, "method": spec["method"], "parameters": spec["parameters"], "trials": []}
+    try:
+        state = json.loads(path.read_text())
+    except ValueError:
+        raise SweepError(f"{path} is not valid JSON; move it away to start this sweep afresh") from None
+    if state.get("parameters") != spec["parameters"] or state.get("method") != spec["method"]:
+        raise SweepError(f"{sweep_dir} holds a sweep with other parameters or method; pass --dir for a new one")
+    for trial in state["trials"]:
+        if trial["state"] == "running":  # its controller was killed: keep the record, never re-run it
+            summary = _read_summary(sweep_dir / "runs" / trial["id"])
+            done = summary.get("status") == "finished"
+            trial.update(state="finished" if done else "crashed", metrics=summary.get("metrics", {}))
+            echo(f"trial {trial['index']} {trial['id']} was left running by a stopped controller: "
+                 + ("its run had finished, kept" if done else "marked crashed, not re-run"))
+    _save_state(sweep_dir, state)
+    return state
+
+
+def _run_trial(trial: dict[str, Any], cmd: list[str], sweep_dir: Path, name: str, tags: list[str]) -> None:
+    run_dir = (sweep_dir / "runs" / trial["id"]).resolve()
+    log = sweep_dir / "logs" / f"{trial['id']}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "LIGHTNING_BERT_RUN_DIR": str(run_dir), "WANDB_RUN_GROUP": name,
+           "WANDB_RUN_ID": trial["id"], "LIGHTNING_BERT_TAGS": ",".join(tags)}
+    env.setdefault("WANDB_MODE", "offline")
+    start = time.time()
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT)
+        try:
+            code = proc.wait()
+        except BaseException:  # Ctrl-C / SIGTERM: stop the trial too; it stays "running" -> crashed
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
+    summary = _read_summary(run_dir)
+    ok = code == 0 and summary.get("status", "finished") == "finished"
+    trial.update(state="finished" if ok else "failed", exit_code=code, duration_s=round(time.time() - start, 2),
+                 metrics=summary.get("metrics", {}), best=summary.get("best", {}), log=str(log))
+
+
+def _progress(trial: dict[str, Any], total: int, shown: list[str], metric: str) -> str:
+    params = " ".join(override(k, trial["params"][k]) for k in shown)
+    value = trial.get("metrics", {}).get(metric)
+    result = f"{metric}={value:.4g}" if isinstance(value, (int, float)) else f"{metric}=n/a"
+    if trial["state"] != "finished":
+        result += f" (exit {trial.get('exit_code')}, log {trial.get('log')})"
+    return (f"trial {trial['index']}/{total} {trial['id']} {params}: {trial['state']} {result} "
+            f"({trial.get('duration_s', 0):.1f}s)")
+
+
+def _run_trials(spec: dict[str, Any], state: dict[str, Any], total: int, program: Path, sweep_dir: Path,
+                echo: Callable[[str], None]) -> None:
+    sweeps = _sweeps()
+    metric = (spec.get("metric") or {}).get("name", "val/loss")
+    shown = varied_keys(spec["parameters"])
+    while len(state["trials"]) < total:
+        done = [sweeps.SweepRun(name=t["id"], state=t["state"], summary_metrics=t.get("metrics", {}),
+                                config={k: {"value": v} for k, v in t["params"].items()}) for t in state["trials"]]
+        suggestion = _suggest(spec, done)
+        if suggestion is None:  # grid exhausted
+            return
+        index = len(state["trials"]) + 1
+        params = {k: v["value"] for k, v in suggestion.config.items()}
+        trial = {"index": index, "id": f"trial{index:03d}-{secrets.token_hex(3)}", "params": params,
+                 "state": "running", "started_at": time.time()}
+        state["trials"].append(trial)
+        _save_state(sweep_dir, state)
+        tags = [override(k, params[k]) for k in shown]
+        _run_trial(trial, build_command(spec, program, params), sweep_dir, state["name"], tags)
+        _save_state(sweep_dir, state)
+        echo(_progress(trial, total, shown, metric))
+
+
+def run_sweep(sweep_file: str | Path, count: Optional[int] = None, out_dir: Optional[str | Path] = None,
+              echo: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
+    """Run (or resume) the sweep until it holds `count` trials or the grid is done; return its state."""
+    sweep_file = Path(sweep_file)
+    spec = load_sweep(sweep_file)
+    if count is not None and count < 1:
+        raise SweepError(f"--count must be >= 1, got {count}")
+    grid = grid_size(spec["parameters"]) if spec["method"] == "grid" else None
+    total = min((n for n in (count or spec.get("run_cap"), grid) if n), default=None)
+    if total is None:
+        raise SweepError(f"{spec['method']} search never ends by itself: pass --count N or set run_cap in the YAML")
+    program = resolve_program(str(spec["program"]), sweep_file)
+    name = str(spec.get("name") or sweep_file.stem)
+    sweep_dir = Path(out_dir or Path("sweeps_out") / sweep_file.stem)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    with open(sweep_dir / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when the file closes or we die
+        except OSError:
+            raise SweepError(f"another controller is running the sweep in {sweep_dir}") from None
+        state = _load_state(sweep_dir, spec, name, echo)
+        _run_trials(spec, state, total, program, sweep_dir, echo)
+    return state
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description="Run a W&B sweep YAML offline, one subprocess per trial.")
+    parser.add_argument("sweep_file", help="sweep YAML, e.g. sweeps/sentence_task.yaml")
+    parser.add_argument("--count", type=int, help="stop once the sweep holds N trials (counted across restarts)")
+    parser.add_argument("--dir", help="sweep directory (default sweeps_out/<yaml stem>)")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # unwind like Ctrl-C: the trial is stopped too
+    try:
+        state = run_sweep(args.sweep_file, args.count, args.dir, echo=lambda line: print(line, flush=True))
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the running trial was stopped; rerun the same command to resume", file=sys.stderr)
+        return 130
+    counts = {s: sum(t["state"] == s for t in state["trials"]) for s in ("finished", "failed", "crashed")}
+    print(f"sweep {state['name']}: " + ", ".join(f"{n} {s}" for s, n in counts.items()), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
