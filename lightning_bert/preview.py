@@ -1,0 +1,66 @@
+"""Print a few training examples of any config as text: what the model actually trains on.
+
+    python -m lightning_bert.preview [experiment=NAME] [key=value ...] [--n 3]
+
+Segments A and B, the sentence-task label, and every masked position as `[original->shown]`
+(`[MASK]`, a random token, or the same token kept), with span boundaries for SBO.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import numpy as np
+
+from lightning_bert.data.masking import IGNORE
+from lightning_bert.data.tokenizer import PAD_ID
+
+LABELS = {"nsp": ("B follows A", "B is from another document"), "sop": ("in order", "swapped")}
+
+
+def render(item: dict[str, np.ndarray], tokenizer: Any, task: str) -> str:
+    """One example as text: tokens joined by spaces, masked ones as [original->shown]."""
+    ids, labels, segments = item["input_ids"], item["mlm_labels"], item["token_type_ids"]
+    words, masked = [], 0
+    for pos, (shown, gold) in enumerate(zip(ids.tolist(), labels.tolist())):
+        if shown == PAD_ID:
+            continue
+        text = tokenizer.id_to_token(shown)
+        if gold != IGNORE:
+            masked += 1
+            text = f"[{tokenizer.id_to_token(gold)}->{'=' if gold == shown else text}]"
+        if pos and segments[pos] != segments[pos - 1]:
+            text = f"\n    B: {text}"
+        words.append(text)
+    head = f"  length {int((ids != PAD_ID).sum())}, {masked} predicted"
+    if "sentence_label" in item:
+        head += f", label {int(item['sentence_label'])} ({LABELS[task][int(item['sentence_label'])]})"
+    return f"{head}\n    A: " + " ".join(words).replace(" \n", "\n")
+
+
+def main(argv: list[str]) -> int:
+    from lightning_bert.config import load
+    from lightning_bert.data.datamodule import PretrainDataModule
+    from lightning_bert.errors import UserError
+
+    count = 3
+    if "--n" in argv:
+        at = argv.index("--n")
+        count, argv = int(argv[at + 1]), argv[:at] + argv[at + 2:]
+    try:
+        cfg = load(argv)
+        data = PretrainDataModule(cfg)
+        data.setup()
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    m = cfg.masking
+    print(f"sentence={cfg.objective.sentence} masking={m.mode}/{m.unit} rate={m.rate} tokenizer={cfg.tokenizer.kind}"
+          f"  ([original->shown], '=' = kept but predicted)")
+    for index in range(min(count, len(data.train_set))):
+        print(f"\nexample {index}:\n{render(data.train_set[index], data.tokenizer, cfg.objective.sentence)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

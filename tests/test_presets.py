@@ -1,0 +1,61 @@
+"""Every preset in experiments/ trains a few steps on CPU at tiny size; preview and probe CLIs work on it."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from lightning_bert import preview, probes
+from lightning_bert.config import experiment_names, load
+
+EXPECTED = {  # what each preset must switch on (the papers' defining choices)
+    "bert": {"tokenizer.kind": "wordpiece", "masking.mode": "static", "objective.sentence": "nsp"},
+    "roberta": {"tokenizer.kind": "bpe", "masking.mode": "dynamic", "objective.sentence": "none", "data.cross_doc": True},
+    "albert": {"tokenizer.kind": "unigram", "objective.sentence": "sop", "model.share_layers": "all"},
+    "spanbert": {"masking.unit": "span", "objective.sbo": True, "objective.sentence": "none"},
+}
+
+
+def test_every_preset_is_covered() -> None:
+    assert set(experiment_names()) == set(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_preset_sets_its_defining_choices(name: str) -> None:
+    cfg = load([f"experiment={name}"])
+    for key, value in EXPECTED[name].items():
+        group, field = key.split(".")
+        assert cfg[group][field] == value, key
+    if name == "albert":  # factorised: embeddings narrower than the hidden size
+        assert cfg.model.embedding_size < 128
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_preset_trains_on_cpu(name: str, tiny_overrides: list[str], tmp_path: Path, capsys) -> None:
+    overrides = [f"experiment={name}", *tiny_overrides, "masking.dupe_factor=2", f"run.name={name}",
+                 "model.embedding_size=32" if name == "albert" else "model.norm=post"]
+    proc = subprocess.run([sys.executable, "train.py", *overrides], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = tmp_path / "runs" / name
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["global_step"] == 4
+    assert all(v == v for v in summary["metrics"].values())  # no NaN anywhere
+    if name in ("bert", "albert"):  # trained with a sentence head
+        assert 0 <= summary["metrics"][f"train/{EXPECTED[name]['objective.sentence']}_acc"] <= 1
+    if name == "spanbert":
+        assert "train/sbo_loss" in summary["metrics"]
+
+    capsys.readouterr()
+    assert preview.main([*overrides, "--n", "2"]) == 0  # in-process: the CLIs are plain functions
+    shown = capsys.readouterr().out
+    assert shown.count("example ") == 2 and "->" in shown
+    if EXPECTED[name]["objective.sentence"] != "none":
+        assert "label " in shown and "\n    B: " in shown
+
+    assert probes.main([str(run_dir / "checkpoints" / "last.ckpt"), *overrides[1:], "max_examples=200"]) == 0
+    scores = dict(line.split("\t") for line in capsys.readouterr().out.strip().splitlines())
+    assert set(scores) == {"probe/nsp_acc", "probe/sop_acc"} and all(0 <= float(v) <= 1 for v in scores.values())
