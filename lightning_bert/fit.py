@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -20,6 +21,9 @@ from lightning_bert.runrecord import ResumableCSVLogger, RunRecord, trim_metrics
 from lightning_bert.tracking import wandb_logger
 
 log = logging.getLogger(__name__)
+# With OnExceptionCheckpoint, Lightning reads fit(ckpt_path=None) as "last" and warns; resume_checkpoint() decides.
+warnings.filterwarnings("ignore", message=r".*\(ckpt_path=None\)` was called without a model")
+warnings.filterwarnings("ignore", message=r".*ckpt_path=\"last\"\) is set, but there is no last checkpoint")
 WANDB_ID_FILE = "wandb_id.txt"
 
 
@@ -39,6 +43,8 @@ def resolve_run_dir(cfg: DictConfig) -> Path:
 
 def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> Optional[Path]:
     if cfg.run.resume == "none":
+        if (run_dir / "checkpoints" / "last.ckpt").is_file():  # never train over a run's work by accident
+            raise UserError(f"{run_dir} already holds a run; continue it with run.resume=auto or pick another run.name")
         return None
     if cfg.run.resume == "auto":
         last = run_dir / "checkpoints" / "last.ckpt"
@@ -75,6 +81,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     run_dir = resolve_run_dir(cfg)
     ckpt_path = resume_checkpoint(cfg, run_dir)
     cfg.run.name = cfg.run.name or run_dir.name
+    os.environ["LIGHTNING_BERT_RUN_DIR"] = str(run_dir)  # DDP ranks started later re-run this script: same dir
     resume_step = read_checkpoint(ckpt_path)["global_step"] if ckpt_path else 0  # a bad file fails before data work
     pl.seed_everything(cfg.run.seed, workers=True, verbose=False)
 

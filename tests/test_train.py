@@ -88,3 +88,10 @@ def test_unreachable_wandb_server_falls_back_offline_quickly(tiny_overrides: lis
     assert time.time() - start < 120 and "offline" in proc.stderr
     summary = json.loads((tmp_path / "runs" / "w" / "summary.json").read_text())
     assert summary["wandb"]["mode"] == "offline" and summary["status"] == "finished"
+
+
+def test_rerun_into_a_finished_run_dir_is_refused(tiny_overrides: list[str], tmp_path: Path) -> None:
+    train(tiny_overrides + ["run.name=same"])
+    proc = subprocess.run([sys.executable, "train.py", *tiny_overrides, "run.name=same"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "run.resume=auto" in proc.stderr.strip().splitlines()[-1]
