@@ -55,6 +55,16 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> Optional[Path]:
     return path
 
 
+def share_cpu_threads(cfg: DictConfig) -> None:
+    """CPU DDP: split the cores between the ranks; oversubscribed OpenMP threads spin and run ~10x slower."""
+    import torch
+
+    t = cfg.trainer
+    on_cpu = t.accelerator == "cpu" or (t.accelerator == "auto" and not torch.cuda.is_available())
+    if on_cpu and t.devices > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // t.devices))
+
+
 def max_steps(cfg: DictConfig) -> int:
     """trainer.max_tokens (equal compute across variants) wins over trainer.max_steps."""
     t = cfg.trainer
@@ -84,6 +94,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     os.environ["LIGHTNING_BERT_RUN_DIR"] = str(run_dir)  # DDP ranks started later re-run this script: same dir
     resume_step = read_checkpoint(ckpt_path)["global_step"] if ckpt_path else 0  # a bad file fails before data work
     pl.seed_everything(cfg.run.seed, workers=True, verbose=False)
+    share_cpu_threads(cfg)
 
     data = PretrainDataModule(cfg)
     data.prepare()
