@@ -32,12 +32,12 @@ class ConfigError(UserError):
     """A bad config key, type or value."""
 
 
-def _choice(section: str, name: str, value: Any, allowed: Sequence[Any]) -> None:
+def check_choice(section: str, name: str, value: Any, allowed: Sequence[Any]) -> None:
     if value not in allowed:
         raise ConfigError(f"{section}.{name}={value!r} is not allowed; choose one of {', '.join(map(str, allowed))}")
 
 
-def _check(section: str, name: str, ok: bool, rule: str, value: Any) -> None:
+def check_range(section: str, name: str, ok: bool, rule: str, value: Any) -> None:
     if not ok:
         raise ConfigError(f"{section}.{name}={value!r} is out of range; it must be {rule}")
 
@@ -67,13 +67,13 @@ class DataConfig:
     num_workers: int = 0  # DataLoader worker processes
 
     def __post_init__(self) -> None:
-        _choice("data", "format", self.format, ("auto", "text", "wikiextractor", "wikitext", "jsonl", "book"))
-        _check("data", "valid_fraction", 0 < self.valid_fraction < 1, "between 0 and 1", self.valid_fraction)
-        _check("data", "max_seq_length", 16 <= self.max_seq_length <= 4096, "in [16, 4096]", self.max_seq_length)
-        _check("data", "short_seq_prob", 0 <= self.short_seq_prob <= 1, "in [0, 1]", self.short_seq_prob)
-        _check("data", "num_workers", self.num_workers >= 0, ">= 0", self.num_workers)
+        check_choice("data", "format", self.format, ("auto", "text", "wikiextractor", "wikitext", "jsonl", "book"))
+        check_range("data", "valid_fraction", 0 < self.valid_fraction < 1, "between 0 and 1", self.valid_fraction)
+        check_range("data", "max_seq_length", 16 <= self.max_seq_length <= 4096, "in [16, 4096]", self.max_seq_length)
+        check_range("data", "short_seq_prob", 0 <= self.short_seq_prob <= 1, "in [0, 1]", self.short_seq_prob)
+        check_range("data", "num_workers", self.num_workers >= 0, ">= 0", self.num_workers)
         if self.max_documents is not None:
-            _check("data", "max_documents", self.max_documents >= 2, ">= 2", self.max_documents)
+            check_range("data", "max_documents", self.max_documents >= 2, ">= 2", self.max_documents)
 
 
 @dataclass
@@ -85,8 +85,8 @@ class TokenizerConfig:
     path: Optional[str] = None  # load this tokenizer.json instead of training one
 
     def __post_init__(self) -> None:
-        _choice("tokenizer", "kind", self.kind, ("wordpiece", "bpe", "unigram"))
-        _check("tokenizer", "vocab_size", 300 <= self.vocab_size <= 1_000_000, "in [300, 1000000]", self.vocab_size)
+        check_choice("tokenizer", "kind", self.kind, ("wordpiece", "bpe", "unigram"))
+        check_range("tokenizer", "vocab_size", 300 <= self.vocab_size <= 1_000_000, "in [300, 1000000]", self.vocab_size)
 
 
 @dataclass
@@ -104,17 +104,17 @@ class ModelConfig:
     max_position_embeddings: int = 512  # learned absolute positions
 
     def __post_init__(self) -> None:
-        _choice("model", "size", self.size, tuple(MODEL_SIZES))
-        _choice("model", "share_layers", self.share_layers, ("none", "all", "attention", "ffn"))
-        _choice("model", "norm", self.norm, ("post", "pre"))
+        check_choice("model", "size", self.size, tuple(MODEL_SIZES))
+        check_choice("model", "share_layers", self.share_layers, ("none", "all", "attention", "ffn"))
+        check_choice("model", "norm", self.norm, ("post", "pre"))
         for name in ("dropout", "attention_dropout"):
-            _check("model", name, 0 <= getattr(self, name) < 1, "in [0, 1)", getattr(self, name))
+            check_range("model", name, 0 <= getattr(self, name) < 1, "in [0, 1)", getattr(self, name))
         for name in ("num_layers", "hidden_size", "num_heads", "intermediate_size", "embedding_size"):
             value = getattr(self, name)
             if value is not None:
-                _check("model", name, value >= 1, ">= 1", value)
+                check_range("model", name, value >= 1, ">= 1", value)
         hidden, heads = self.dims()[1:3]
-        _check("model", "num_heads", hidden % heads == 0, f"a divisor of hidden_size {hidden}", heads)
+        check_range("model", "num_heads", hidden % heads == 0, f"a divisor of hidden_size {hidden}", heads)
 
     def dims(self) -> tuple[int, int, int, int]:
         """(layers, hidden, heads, ffn) after overrides."""
@@ -136,15 +136,15 @@ class MaskingConfig:
     fixed_count: bool = False  # select exactly round(rate * n) tokens, n = non-special tokens (static shapes)
 
     def __post_init__(self) -> None:
-        _choice("masking", "mode", self.mode, ("dynamic", "static"))
-        _choice("masking", "unit", self.unit, ("token", "word", "span"))
-        _check("masking", "rate", 0 < self.rate < 1, "in (0, 1)", self.rate)
-        _check("masking", "mask_prob", 0 <= self.mask_prob <= 1, "in [0, 1]", self.mask_prob)
-        _check("masking", "random_prob", 0 <= self.random_prob <= 1 - self.mask_prob,
+        check_choice("masking", "mode", self.mode, ("dynamic", "static"))
+        check_choice("masking", "unit", self.unit, ("token", "word", "span"))
+        check_range("masking", "rate", 0 < self.rate < 1, "in (0, 1)", self.rate)
+        check_range("masking", "mask_prob", 0 <= self.mask_prob <= 1, "in [0, 1]", self.mask_prob)
+        check_range("masking", "random_prob", 0 <= self.random_prob <= 1 - self.mask_prob,
                f"in [0, 1 - mask_prob = {1 - self.mask_prob:.2f}]", self.random_prob)
-        _check("masking", "dupe_factor", self.dupe_factor >= 1, ">= 1", self.dupe_factor)
-        _check("masking", "span_p", 0 < self.span_p <= 1, "in (0, 1]", self.span_p)
-        _check("masking", "span_max", self.span_max >= 1, ">= 1", self.span_max)
+        check_range("masking", "dupe_factor", self.dupe_factor >= 1, ">= 1", self.dupe_factor)
+        check_range("masking", "span_p", 0 < self.span_p <= 1, "in (0, 1]", self.span_p)
+        check_range("masking", "span_max", self.span_max >= 1, ">= 1", self.span_max)
 
 
 @dataclass
@@ -154,7 +154,7 @@ class ObjectiveConfig:
     sentence_weight: float = 1.0  # weight of the sentence-task loss
 
     def __post_init__(self) -> None:
-        _choice("objective", "sentence", self.sentence, ("none", "nsp", "sop"))
+        check_choice("objective", "sentence", self.sentence, ("none", "nsp", "sop"))
 
 
 @dataclass
@@ -169,10 +169,10 @@ class OptimConfig:
     min_lr_ratio: float = 0.0  # final lr as a share of peak lr
 
     def __post_init__(self) -> None:
-        _choice("optim", "schedule", self.schedule, ("linear", "cosine", "constant"))
-        _check("optim", "lr", 0 < self.lr < 1, "in (0, 1)", self.lr)
-        _check("optim", "warmup_steps", self.warmup_steps >= 0, ">= 0", self.warmup_steps)
-        _check("optim", "min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "in [0, 1]", self.min_lr_ratio)
+        check_choice("optim", "schedule", self.schedule, ("linear", "cosine", "constant"))
+        check_range("optim", "lr", 0 < self.lr < 1, "in (0, 1)", self.lr)
+        check_range("optim", "warmup_steps", self.warmup_steps >= 0, ">= 0", self.warmup_steps)
+        check_range("optim", "min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "in [0, 1]", self.min_lr_ratio)
 
 
 @dataclass
@@ -194,13 +194,13 @@ class TrainerConfig:
     compile: bool = False  # torch.compile the encoder
 
     def __post_init__(self) -> None:
-        _choice("trainer", "precision", self.precision, ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true"))
-        _choice("trainer", "accelerator", self.accelerator, ("auto", "cpu", "gpu", "cuda", "mps"))
+        check_choice("trainer", "precision", self.precision, ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true"))
+        check_choice("trainer", "accelerator", self.accelerator, ("auto", "cpu", "gpu", "cuda", "mps"))
         for name in ("max_steps", "batch_size", "accumulate_grad_batches", "devices", "num_nodes",
                      "val_check_interval", "limit_val_batches", "log_every_n_steps", "checkpoint_every_n_steps"):
-            _check("trainer", name, getattr(self, name) >= 1, ">= 1", getattr(self, name))
+            check_range("trainer", name, getattr(self, name) >= 1, ">= 1", getattr(self, name))
         if self.max_tokens is not None:
-            _check("trainer", "max_tokens", self.max_tokens >= 1, ">= 1", self.max_tokens)
+            check_range("trainer", "max_tokens", self.max_tokens >= 1, ">= 1", self.max_tokens)
 
 
 @dataclass
@@ -213,7 +213,7 @@ class WandbConfig:
     init_timeout: int = 30  # seconds to reach the server before falling back to offline
 
     def __post_init__(self) -> None:
-        _choice("logger.wandb", "mode", self.mode, ("auto", "online", "offline", "disabled"))
+        check_choice("logger.wandb", "mode", self.mode, ("auto", "online", "offline", "disabled"))
 
 
 @dataclass
@@ -235,7 +235,7 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         for name in self.downstream:
-            _choice("eval", "downstream", name.removeprefix("glue:"), DOWNSTREAM)
+            check_choice("eval", "downstream", name.removeprefix("glue:"), DOWNSTREAM)
 
 
 @dataclass
@@ -285,7 +285,7 @@ def _explain(err: OmegaConfBaseException) -> ConfigError:
     return ConfigError(f"bad config '{key}': {msg}")
 
 
-def _parse_overrides(overrides: Sequence[str]) -> tuple[Optional[str], list[str]]:
+def parse_overrides(overrides: Sequence[str]) -> tuple[Optional[str], list[str]]:
     experiment, rest = None, []
     for item in overrides:
         if "=" not in item:
@@ -307,7 +307,7 @@ def load(overrides: Sequence[str] = (), experiment: Optional[str] = None,
 
     Validated; raises ConfigError naming the key and what is allowed.
     """
-    named, dotlist = _parse_overrides(overrides)
+    named, dotlist = parse_overrides(overrides)
     experiment = named or experiment
     try:
         cfg = OmegaConf.structured(Config)

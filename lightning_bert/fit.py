@@ -5,8 +5,9 @@ import logging
 import os
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint
@@ -39,6 +40,20 @@ def resolve_run_dir(cfg: DictConfig) -> Path:
         if runs:
             return runs[-1].parent.parent
     return out / f"{cfg.run.experiment or 'default'}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+@contextmanager
+def run_dir_for_child_processes(run_dir: Path) -> Iterator[None]:
+    """DDP ranks that Lightning starts re-run this script: they must find the same directory."""
+    before = os.environ.get("LIGHTNING_BERT_RUN_DIR")
+    os.environ["LIGHTNING_BERT_RUN_DIR"] = str(run_dir)
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["LIGHTNING_BERT_RUN_DIR"]
+        else:
+            os.environ["LIGHTNING_BERT_RUN_DIR"] = before
 
 
 def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> Optional[Path]:
@@ -91,7 +106,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     run_dir = resolve_run_dir(cfg)
     ckpt_path = resume_checkpoint(cfg, run_dir)
     cfg.run.name = cfg.run.name or run_dir.name
-    os.environ["LIGHTNING_BERT_RUN_DIR"] = str(run_dir)  # DDP ranks started later re-run this script: same dir
     resume_step = read_checkpoint(ckpt_path)["global_step"] if ckpt_path else 0  # a bad file fails before data work
     pl.seed_everything(cfg.run.seed, workers=True, verbose=False)
     share_cpu_threads(cfg)
@@ -128,7 +142,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                    OnExceptionCheckpoint(dirpath=ckpt_dir, filename="last"), record])
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
-    trainer.fit(model, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    with run_dir_for_child_processes(run_dir):
+        trainer.fit(model, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
     trainer.save_checkpoint(ckpt_dir / "last.ckpt")  # the final state, whatever the save interval
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}

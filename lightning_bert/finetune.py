@@ -1,0 +1,274 @@
+"""GLUE fine-tuning of a pretrained encoder, "GLUE-sane" as in Cramming: one fixed hyperparameter set
+per task, N seeds, the median reported; plus the zero-shot sentence-embedding table.
+
+    python -m lightning_bert.finetune ckpt=runs/NAME/checkpoints/last.ckpt tasks=[sst2,mrpc] seeds=3 sts=true
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import json
+import logging
+import math
+import random
+import statistics
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from lightning_bert.checkpoint import load_pretrained
+from lightning_bert.config import ConfigError, check_range, check_choice, parse_overrides
+from lightning_bert.errors import UserError
+from lightning_bert.glue import TASKS, TaskSpec, collate, encode, make_metrics, parse_downstream, read_task
+from lightning_bert.model.heads import PairHead
+
+log = logging.getLogger(__name__)
+
+# GLUE-sane: one fixed set per task (lr, epochs) for small models (hidden < 512); more epochs where data is
+# scarce. Models with hidden >= 512 use Cramming's lr 4e-5 (1e-4 is too high for BERT-base fine-tuning).
+TASK_HPARAMS: dict[str, tuple[float, int]] = {
+    "cola": (1e-4, 5), "sst2": (1e-4, 3), "mrpc": (1e-4, 5), "rte": (1e-4, 10), "stsb": (1e-4, 5), "wnli": (1e-4, 10),
+}
+LARGE_MODEL_LR = 4e-5
+
+
+@dataclass
+class FinetuneConfig:
+    ckpt: Optional[str] = None  # pretraining checkpoint, e.g. runs/NAME/checkpoints/last.ckpt (required)
+    tasks: list[str] = field(default_factory=lambda: list(TASKS))  # GLUE tasks: cola sst2 mrpc rte stsb wnli
+    seeds: int = 3  # fine-tuning runs per task (seeds seed .. seed+seeds-1); the median is reported
+    seed: int = 0  # first seed
+    glue_dir: str = "../shared/data/glue"  # glue_data TSV directory, or "hf" for Hugging Face nyu-mll/glue
+    max_seq_length: int = 128  # tokens per pair, [CLS]/[SEP] included; longer side truncated first
+    batch_size: int = 32  # examples per step
+    lr: Optional[float] = None  # peak AdamW lr; None = TASK_HPARAMS (LARGE_MODEL_LR for hidden >= 512)
+    epochs: Optional[int] = None  # None = TASK_HPARAMS
+    weight_decay: float = 0.01  # AdamW weight decay (not on biases and LayerNorm)
+    warmup_ratio: float = 0.1  # linear warmup over this share of steps, then linear decay to 0
+    max_train_examples: Optional[int] = None  # fixed random subset of each train set (quick runs)
+    sts: bool = False  # also run the zero-shot STS-B / anisotropy table for every pooling
+    output: Optional[str] = None  # write the results as JSON here
+    accelerator: str = "auto"  # cpu | gpu | auto (Lightning)
+    precision: str = "32-true"  # Lightning precision
+    progress: bool = True  # Lightning progress bars
+
+    def __post_init__(self) -> None:
+        for task in self.tasks:
+            check_choice("finetune", "tasks", task, tuple(TASKS))
+        check_range("finetune", "tasks", len(self.tasks) > 0 or self.sts, "non-empty (or sts=true)", self.tasks)
+        check_choice("finetune", "accelerator", self.accelerator, ("auto", "cpu", "gpu", "cuda", "mps"))
+        check_choice("finetune", "precision", self.precision, ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true"))
+        for name in ("seeds", "batch_size", "epochs", "max_train_examples"):
+            value = getattr(self, name)
+            check_range("finetune", name, value is None or value >= 1, ">= 1", value)
+        check_range("finetune", "max_seq_length", 8 <= self.max_seq_length <= 4096, "in [8, 4096]", self.max_seq_length)
+        check_range("finetune", "lr", self.lr is None or 0 < self.lr < 1, "in (0, 1)", self.lr)
+        check_range("finetune", "warmup_ratio", 0 <= self.warmup_ratio < 1, "in [0, 1)", self.warmup_ratio)
+
+
+def load_config(overrides: Sequence[str] = ()) -> FinetuneConfig:
+    """Defaults <- `key=value` overrides (train.py's conventions). Raises ConfigError (one line)."""
+    experiment, dotlist = parse_overrides(overrides)
+    if experiment is not None:
+        raise ConfigError("fine-tuning has no experiments; the pretraining config comes from the checkpoint")
+    dotlist = [f"tasks=[{item[6:]}]" if item.startswith("tasks=") and not item.startswith("tasks=[") else item
+               for item in dotlist]  # `tasks=sst2` means one task
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(FinetuneConfig), OmegaConf.from_dotlist(dotlist))
+        result: FinetuneConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]  # runs __post_init__
+    except OmegaConfBaseException as err:
+        key, msg = getattr(err, "full_key", None) or "", str(err).splitlines()[0]
+        if isinstance(err, ConfigKeyError) or "not in" in msg:
+            allowed = ", ".join(f.name for f in dataclasses.fields(FinetuneConfig))
+            raise ConfigError(f"unknown finetune key '{key or msg}'; allowed: {allowed}") from None
+        kind = "bad value for" if isinstance(err, ValidationError) else "bad config"
+        raise ConfigError(f"{kind} '{key}': {msg}") from None
+    if not result.ckpt:
+        raise ConfigError("ckpt=PATH is required (a pretraining checkpoint, e.g. runs/NAME/checkpoints/last.ckpt)")
+    return result
+
+
+class GlueModule(L.LightningModule):
+    """Pretrained encoder + BERT's pooler/classifier on [CLS]; cross-entropy, or MSE for STS-B."""
+
+    def __init__(self, encoder: torch.nn.Module, spec: TaskSpec, lr: float, weight_decay: float,
+                 warmup_steps: int, total_steps: int):
+        super().__init__()
+        self.encoder, self.spec = encoder, spec
+        self.head = PairHead(encoder.config.hidden_size, spec.num_labels)
+        self.metrics = make_metrics(spec)
+        self.lr, self.weight_decay, self.warmup_steps, self.total_steps = lr, weight_decay, warmup_steps, total_steps
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        hidden = self.encoder(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
+        out = self.head(hidden)
+        return out.squeeze(-1) if self.spec.is_regression else out
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        out = self(batch)
+        loss = F.mse_loss(out.float(), batch["labels"]) if self.spec.is_regression else F.cross_entropy(out, batch["labels"])
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        out = self(batch).float()
+        self.metrics.update(out if self.spec.is_regression else out.argmax(-1), batch["labels"])
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_dict({k: v.float() for k, v in self.metrics.compute().items()})
+        self.metrics.reset()
+
+    def configure_optimizers(self) -> Any:
+        decay = [p for n, p in self.named_parameters() if p.ndim >= 2 and "norm" not in n]
+        no_decay = [p for n, p in self.named_parameters() if not (p.ndim >= 2 and "norm" not in n)]
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}], lr=self.lr)
+
+        def schedule(step: int) -> float:  # linear warmup, then linear decay to 0 at total_steps
+            if step < self.warmup_steps:
+                return (step + 1) / self.warmup_steps
+            return max(0.0, (self.total_steps - step) / max(1, self.total_steps - self.warmup_steps))
+
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, schedule),
+                                                   "interval": "step"}}
+
+
+def _loader(features: list, labels: list, batch_size: int, seed: Optional[int]) -> DataLoader:
+    items = list(zip(features, labels))
+    if seed is None:  # evaluation: length-sorted batches pad little; metrics ignore order
+        items.sort(key=lambda item: len(item[0][0]))
+    return DataLoader(items, batch_size=batch_size, shuffle=seed is not None,
+                      generator=torch.Generator().manual_seed(seed) if seed is not None else None,
+                      collate_fn=lambda b: collate([f for f, _ in b], [y for _, y in b]))
+
+
+@contextlib.contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Hide Lightning's per-Trainer banners and warnings that do not apply here (18 Trainers per GLUE run)."""
+    banner = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    level = banner.level
+    banner.setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        for pattern in (".*does not have many workers.*",  # in-memory token lists need no workers
+                        ".*no `val_dataloader`.*",  # dev is evaluated once, after the last epoch
+                        ".*sync_dist=True.*",  # one process, even inside a finished DDP run
+                        ".*LeafSpec.*"):  # Lightning-internal deprecation
+            warnings.filterwarnings("ignore", pattern)
+        try:
+            yield
+        finally:
+            banner.setLevel(level)
+
+
+def finetune_task(encoder: torch.nn.Module, tokenizer: Any, spec: TaskSpec, cfg: FinetuneConfig,
+                  seeds: Sequence[int]) -> list[dict[str, float]]:
+    """Fine-tune a fresh copy of `encoder` once per seed; dev metrics of the last epoch (no picking on dev)."""
+    train, dev = read_task(spec.name, "train", cfg.glue_dir), read_task(spec.name, "dev", cfg.glue_dir)
+    if cfg.max_train_examples and cfg.max_train_examples < len(train):
+        train = random.Random(0).sample(train, cfg.max_train_examples)  # same subset for every seed
+    max_len = min(cfg.max_seq_length, encoder.config.max_position_embeddings)
+    train_x, dev_x = encode(tokenizer, train, max_len), encode(tokenizer, dev, max_len)
+    lr = cfg.lr or (TASK_HPARAMS[spec.name][0] if encoder.config.hidden_size < 512 else LARGE_MODEL_LR)
+    epochs = cfg.epochs or TASK_HPARAMS[spec.name][1]
+    total = epochs * math.ceil(len(train) / cfg.batch_size)
+    log.info("%s: %d train / %d dev examples, lr %g, %d epochs, seeds %s", spec.name, len(train), len(dev), lr, epochs, list(seeds))
+    results = []
+    for seed in seeds:
+        L.seed_everything(seed, workers=True, verbose=False)
+        model = GlueModule(copy.deepcopy(encoder), spec, lr, cfg.weight_decay, int(cfg.warmup_ratio * total), total)
+        with _quiet_lightning():
+            trainer = L.Trainer(max_epochs=epochs, accelerator=cfg.accelerator, devices=1, precision=cfg.precision,
+                                logger=False, enable_checkpointing=False, enable_model_summary=False,
+                                enable_progress_bar=cfg.progress, gradient_clip_val=1.0, num_sanity_val_steps=0)
+            trainer.fit(model, _loader(train_x, [y for *_, y in train], cfg.batch_size, seed))
+            [scores] = trainer.validate(model, _loader(dev_x, [y for *_, y in dev], 256, None), verbose=False)
+        results.append({m: float(scores[m]) for m in spec.metrics})
+        log.info("%s seed %d: %s", spec.name, seed, results[-1])
+    return results
+
+
+def summarize(results: dict[str, list[dict[str, float]]]) -> dict[str, float]:
+    """glue/<task>/<metric> = median over seeds; glue/avg = mean over tasks of each task's metric mean (GLUE score)."""
+    out = {f"glue/{task}/{m}": statistics.median(r[m] for r in runs) for task, runs in results.items() for m in runs[0]}
+    if results:
+        out["glue/avg"] = statistics.mean(statistics.mean(out[f"glue/{t}/{m}"] for m in runs[0]) for t, runs in results.items())
+    return out
+
+
+def run(cfg: FinetuneConfig) -> dict[str, Any]:
+    """Load the checkpoint, fine-tune every task for every seed, optionally run the embedding table."""
+    from lightning_bert.embeddings import embedding_table, table_summary
+
+    encoder, tokenizer, _ = load_pretrained(cfg.ckpt)  # UserError (one line) for a bad path
+    seeds = range(cfg.seed, cfg.seed + cfg.seeds)
+    results = {t: finetune_task(encoder, tokenizer, TASKS[t], cfg, seeds) for t in cfg.tasks}
+    summary, rows = summarize(results), []
+    if cfg.sts:
+        use_gpu = cfg.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+        rows = embedding_table(encoder.to("cuda" if use_gpu else "cpu"), tokenizer, cfg.glue_dir)
+        summary.update(table_summary(rows))
+    return {"ckpt": str(cfg.ckpt), "config": dataclasses.asdict(cfg), "seeds": list(seeds),
+            "results": results, "sts": rows, "summary": summary}
+
+
+def run_downstream(ckpt_path: str | Path, cfg_eval: Any, **overrides: Any) -> dict[str, float]:
+    """What pretraining calls after fit: eval.downstream (e.g. ["sst2", "glue:mrpc", "sts"]) -> flat summary
+    keys glue/<task>/<metric>, glue/avg, sts/<pooling>[_norm]/{spearman,anisotropy}. `overrides` are
+    FinetuneConfig fields (e.g. max_train_examples=2000, accelerator="cpu")."""
+    tasks, sts = parse_downstream(list(cfg_eval.downstream))
+    if not tasks and not sts:
+        return {}
+    options = {"progress": False, **overrides}
+    cfg = FinetuneConfig(ckpt=str(ckpt_path), tasks=tasks, seeds=cfg_eval.glue_seeds, glue_dir=cfg_eval.glue_dir,
+                         sts=sts, **options)
+    return run(cfg)["summary"]
+
+
+def format_table(out: dict[str, Any]) -> str:
+    lines = [f"{'task':<6} {'metric':<9} {'median':>7}  seeds"]
+    for task, runs in out["results"].items():
+        for m in runs[0]:
+            lines.append(f"{task:<6} {m:<9} {out['summary'][f'glue/{task}/{m}']:7.4f}  "
+                         + " ".join(f"{r[m]:.4f}" for r in runs))
+    if "glue/avg" in out["summary"]:
+        lines.append(f"{'avg':<6} {'':<9} {out['summary']['glue/avg']:7.4f}")
+    if out["sts"]:
+        lines += ["", f"{'pooling':<10} {'sts spearman':>12} {'anisotropy':>10}"]
+        lines += [f"{r['pooling'] + ('_norm' if r['normalize'] else ''):<10} {r['spearman']:12.4f} {r['anisotropy']:10.4f}"
+                  for r in out["sts"]]
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__.strip() + "\n\nkeys: " + ", ".join(f"{f.name}" for f in dataclasses.fields(FinetuneConfig)))
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        cfg = load_config(argv)
+        out = run(cfg)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(format_table(out))
+    if cfg.output:
+        Path(cfg.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.output).write_text(json.dumps(out, indent=2))
+        log.info("results written to %s", cfg.output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
