@@ -99,6 +99,9 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    # Memory first, while this process is small: Linux keeps a parent's peak RSS across fork+exec.
+    with mp.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
+        memory = {k: pool.apply(peak_memory, (k, args.device, args.threads)) for k in ("ours", "transformers")}
     torch.manual_seed(0)
     models = {"ours": make_ours(args.device), "transformers": make_reference(args.device)}
     optimizers = {k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, (m, _) in models.items()}
@@ -110,8 +113,6 @@ def main() -> None:
             if round_ > 0:  # round 0 warms up allocators and kernels
                 speeds[name].append(tps)
     ours, ref = (statistics.median(speeds[k]) for k in ("ours", "transformers"))
-    with mp.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
-        memory = {k: pool.apply(peak_memory, (k, args.device, args.threads)) for k in models}
     unit = "MiB allocated" if args.device == "cuda" else "MiB peak RSS"
     print(f"device={args.device} threads={args.threads} sizes={SIZES}")
     print(f"ours          {ours:10.0f} tokens/s   {memory['ours']:8.0f} {unit}")
