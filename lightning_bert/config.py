@@ -177,7 +177,7 @@ class OptimConfig:
 
 @dataclass
 class TrainerConfig:
-    max_steps: int = 400  # optimizer steps
+    max_steps: int = 600  # optimizer steps
     max_tokens: Optional[int] = None  # budget in training tokens; sets max_steps (equal compute in sweeps)
     batch_size: int = 32  # examples per device per step
     accumulate_grad_batches: int = 1  # micro-batches per optimizer step

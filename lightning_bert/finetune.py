@@ -28,6 +28,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from lightning_bert.checkpoint import load_pretrained
+from lightning_bert.model.encoder import init_weights
 from lightning_bert.config import ConfigError, check_range, check_choice, parse_overrides
 from lightning_bert.errors import UserError
 from lightning_bert.glue import TASKS, TaskSpec, collate, encode, make_metrics, parse_downstream, read_task
@@ -62,6 +63,7 @@ class FinetuneConfig:
     accelerator: str = "auto"  # cpu | gpu | auto (Lightning)
     precision: str = "32-true"  # Lightning precision
     progress: bool = True  # Lightning progress bars
+    random_init: bool = False  # re-initialise the encoder: the same-size "no pretraining" baseline
 
     def __post_init__(self) -> None:
         for task in self.tasks:
@@ -211,6 +213,9 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
     from lightning_bert.embeddings import embedding_table, table_summary
 
     encoder, tokenizer, _ = load_pretrained(cfg.ckpt)  # UserError (one line) for a bad path
+    if cfg.random_init:
+        torch.manual_seed(cfg.seed)
+        encoder.apply(init_weights)
     seeds = range(cfg.seed, cfg.seed + cfg.seeds)
     results = {t: finetune_task(encoder, tokenizer, TASKS[t], cfg, seeds) for t in cfg.tasks}
     summary, rows = summarize(results), []
