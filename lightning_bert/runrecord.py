@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import os
 import time
@@ -20,6 +21,7 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+log = logging.getLogger(__name__)
 LOWER_IS_BETTER = ("loss", "perplexity")
 
 
@@ -53,6 +55,9 @@ class RunRecord(pl.Callback):
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         status = "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed"
         self.write(status, _scalars(trainer.callback_metrics), error=f"{type(exception).__name__}: {exception}")
+        if trainer.is_global_zero:
+            log.warning("%s at step %d; continue with: python train.py <same overrides> run.name=%s run.resume=auto",
+                        status, trainer.global_step, self.run_dir.name)
 
     @rank_zero_only
     def write(self, status: str, metrics: dict[str, float], error: str | None = None) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """train.py end to end: run record, cache reuse, resume, DDP equivalence, W&B fallback."""
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -95,3 +96,23 @@ def test_rerun_into_a_finished_run_dir_is_refused(tiny_overrides: list[str], tmp
     proc = subprocess.run([sys.executable, "train.py", *tiny_overrides, "run.name=same"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "run.resume=auto" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_ctrl_c_saves_checkpoint_and_resume_finishes(tiny_overrides: list[str], tmp_path: Path) -> None:
+    overrides = tiny_overrides + ["run.name=int", "trainer.max_steps=300", "trainer.checkpoint_every_n_steps=5",
+                                  "trainer.val_check_interval=50", "eval.probes=false"]
+    proc = subprocess.Popen([sys.executable, "train.py", *overrides], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "WANDB_MODE": "offline"})
+    ckpt = tmp_path / "runs" / "int" / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 180
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    summary = json.loads((tmp_path / "runs" / "int" / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and "run.resume=auto" in stderr
+    stopped_at = torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"]
+    assert 5 <= stopped_at < 300
+    train(overrides + ["run.resume=auto"])
+    summary = json.loads((tmp_path / "runs" / "int" / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["global_step"] == 300
