@@ -120,3 +120,15 @@ def test_pretraining_then_cli_on_its_checkpoint(tiny_overrides: list[str], tmp_p
             "sts/mean/spearman", "sts/cls_norm/anisotropy", "sts/eos/spearman"}
     assert keys <= set(result["summary"])
     assert all(-1 <= v <= 1 for v in result["summary"].values())
+
+
+@needs_glue
+def test_random_init_replaces_the_pretrained_weights(sst2_ckpt: Path, tmp_path: Path, one_thread: None) -> None:
+    scores = {}
+    for random_init in ("false", "true"):
+        out = tmp_path / f"{random_init}.json"
+        argv = [f"ckpt={sst2_ckpt}", "tasks=[]", "sts=true", f"glue_dir={GLUE_DIR}", f"output={out}",
+                "progress=false", f"random_init={random_init}", "seed=7"]
+        assert main(argv) == 0
+        scores[random_init] = json.loads(out.read_text())["summary"]["sts/mean/spearman"]
+    assert scores["false"] != scores["true"]
