@@ -92,4 +92,6 @@ def tokenizer_for(documents: Sequence[str], corpus_key: str, kind: str, vocab_si
     tmp = path.with_suffix(".tmp")
     tok.save(str(tmp))
     tmp.replace(path)  # atomic: a crash never leaves half a tokenizer behind
-    return tok
+    # Return what later runs will load: Unigram scores change in the last digits on a JSON round trip,
+    # and the token cache is keyed by the tokenizer's JSON.
+    return Tokenizer.from_file(str(path))
