@@ -116,3 +116,9 @@ def test_ctrl_c_saves_checkpoint_and_resume_finishes(tiny_overrides: list[str], 
     train(overrides + ["run.resume=auto"])
     summary = json.loads((tmp_path / "runs" / "int" / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["global_step"] == 300
+
+
+def test_bf16_mixed_precision_trains_on_cpu(tiny_overrides: list[str], tmp_path: Path) -> None:
+    train(tiny_overrides + ["run.name=bf16", "trainer.precision=bf16-mixed", "eval.probes=false"])
+    summary = json.loads((tmp_path / "runs" / "bf16" / "summary.json").read_text())
+    assert summary["status"] == "finished" and 0 < summary["metrics"]["train/loss"] < 20
