@@ -2,7 +2,7 @@
 
 Overrides are OmegaConf dotlists, exactly what `wandb agent` passes via ${args_no_hyphens}.
 Examples:
-    python train.py                                   # tiny BERT, dynamic MLM, built-in corpus, ~3 min CPU
+    python train.py                                   # tiny BERT, dynamic MLM, built-in corpus, ~2 min CPU
     python train.py experiment=roberta data.path=../shared/data/wikipedia-en/train.txt
     python train.py trainer.devices=2 trainer.strategy=ddp
     python train.py run.name=my-run run.resume=auto   # continue an interrupted run
@@ -10,16 +10,14 @@ Examples:
 import logging
 import sys
 
-from lightning_bert.config import ConfigError, experiment_names, load
+from lightning_bert.config import ConfigError, describe, experiment_names, load
 from lightning_bert.errors import UserError
 
 
 def main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
-        from omegaconf import OmegaConf
-
         print(__doc__)
-        print(f"experiments: {', '.join(experiment_names())}\n\ndefaults:\n{OmegaConf.to_yaml(load())}")
+        print(f"experiments: {', '.join(experiment_names())}\n\nkeys (default, meaning):\n{describe()}")
         return 0
     try:
         cfg = load(argv)  # fails fast on bad keys/values, before torch or the corpus is touched

@@ -59,7 +59,7 @@ class DataConfig:
     hf_split: str = "train"  # split of the Hugging Face dataset
     text_field: str = "text"  # JSONL / Hugging Face field holding the text
     max_documents: Optional[int] = None  # keep only the first N documents (quick runs)
-    valid_fraction: float = 0.05  # share of documents held out for validation (at least one)
+    valid_fraction: float = 0.05  # share of documents held out for validation (at least two)
     max_seq_length: int = 128  # tokens per example, [CLS]/[SEP] included
     cross_doc: bool = True  # sentence=none packing crosses documents with a [SEP] (RoBERTa FULL-SENTENCES)
     short_seq_prob: float = 0.1  # share of pair examples with a shorter random target length (BERT)
@@ -324,6 +324,26 @@ def load(overrides: Sequence[str] = (), experiment: Optional[str] = None,
     except OmegaConfBaseException as err:
         raise _explain(err) from None
     return cfg
+
+
+def describe() -> str:
+    """Every key with its default and its one-line comment, read from this schema's source."""
+    import inspect
+    import re
+
+    lines: list[str] = []
+
+    def walk(cls: type, prefix: str) -> None:
+        comments = dict(re.findall(r"^\s+(\w+):[^#\n]*#\s*(.*)$", inspect.getsource(cls), re.M))
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(f.default_factory):  # type: ignore[arg-type]
+                walk(f.default_factory, f"{prefix}{f.name}.")  # type: ignore[arg-type]
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            lines.append(f"  {prefix}{f.name}={default}".ljust(40) + f"  {comments.get(f.name, '')}")
+
+    walk(Config, "")
+    return "\n".join(lines)
 
 
 def to_dict(cfg: DictConfig) -> dict[str, Any]:

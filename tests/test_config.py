@@ -39,3 +39,15 @@ def test_overrides_and_presets_merge() -> None:
     cfg = load(["trainer.max_steps=7", "data.path=a.txt", "logger.wandb.tags=[x,y]"])
     assert cfg.trainer.max_steps == 7 and list(cfg.data.path) == ["a.txt"] and list(cfg.logger.wandb.tags) == ["x", "y"]
     assert load(["--trainer.max_steps=3"]).trainer.max_steps == 3  # `${args}` form from a W&B agent
+
+
+def test_every_key_has_a_default_and_a_comment() -> None:
+    from lightning_bert.config import describe
+
+    rows = describe().splitlines()
+    assert len(rows) > 60
+    for row in rows:
+        key_default, _, comment = row.strip().partition("  ")
+        assert "=" in key_default and comment.strip(), f"no comment for {key_default}"
+    help_text = subprocess.run([sys.executable, "train.py", "--help"], cwd=REPO, capture_output=True, text=True).stdout
+    assert "masking.unit=token" in help_text and "SpanBERT" in help_text
