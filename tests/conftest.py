@@ -4,13 +4,14 @@ from pathlib import Path
 import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+GLUE_DIR = SHARED_DATA / "glue"
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The real data sets in /work/shared/data (see its README)."""
+    """The real data sets in ../shared/data (see its README); CI has them at the same path."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared data not found at {SHARED_DATA}")
+        pytest.fail(f"shared data not found at {SHARED_DATA}: the tests run on real slices of it")
     return SHARED_DATA
 
 

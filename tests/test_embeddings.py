@@ -1,8 +1,6 @@
 """Pooling, anisotropy and the zero-shot STS table on a tiny random encoder and real STS-B text."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -11,9 +9,7 @@ from lightning_bert.embeddings import (POOLINGS, anisotropy, embed, embedding_ta
                                        table_summary)
 from lightning_bert.glue import read_task
 from lightning_bert.model.encoder import BertEncoder, EncoderConfig
-
-GLUE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue"
-needs_glue = pytest.mark.skipif(not GLUE_DIR.is_dir(), reason=f"GLUE data not found at {GLUE_DIR}")
+from conftest import GLUE_DIR
 
 
 def _batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,7 +61,6 @@ def tiny() -> tuple[BertEncoder, object]:
     return encoder, tokenizer
 
 
-@needs_glue
 def test_embed_is_independent_of_batching(tiny: tuple) -> None:
     encoder, tokenizer = tiny
     texts = [a for a, _, _ in read_task("stsb", "dev", GLUE_DIR)[:40]]
@@ -77,7 +72,6 @@ def test_embed_is_independent_of_batching(tiny: tuple) -> None:
     assert encoder.training  # mode restored
 
 
-@needs_glue
 def test_sts_zero_shot_and_table(tiny: tuple) -> None:
     encoder, tokenizer = tiny
     dev = read_task("stsb", "dev", GLUE_DIR)[:200]

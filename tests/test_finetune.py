@@ -18,9 +18,8 @@ from lightning_bert.errors import UserError
 from lightning_bert.finetune import load_config, main, run_downstream, summarize
 from lightning_bert.glue import read_task
 from lightning_bert.model.encoder import BertEncoder
+from conftest import GLUE_DIR
 
-GLUE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue"
-needs_glue = pytest.mark.skipif(not GLUE_DIR.is_dir(), reason=f"GLUE data not found at {GLUE_DIR}")
 
 
 @pytest.fixture
@@ -87,7 +86,6 @@ def sst2_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
-@needs_glue
 def test_tiny_model_beats_the_majority_class_on_sst2(sst2_ckpt: Path, one_thread: None) -> None:
     majority = max(sum(y for *_, y in read_task("sst2", "dev", GLUE_DIR)) / 872, 0.5)  # 444/872 = 0.509
     eval_cfg = config.load(["eval.downstream=[glue:sst2]", f"eval.glue_dir={GLUE_DIR}"]).eval
@@ -98,7 +96,6 @@ def test_tiny_model_beats_the_majority_class_on_sst2(sst2_ckpt: Path, one_thread
 
 
 @pytest.mark.slow
-@needs_glue
 def test_pretraining_then_cli_on_its_checkpoint(tiny_overrides: list[str], tmp_path: Path, one_thread: None,
                                                 capsys: pytest.CaptureFixture) -> None:
     from lightning_bert.fit import run
@@ -122,7 +119,6 @@ def test_pretraining_then_cli_on_its_checkpoint(tiny_overrides: list[str], tmp_p
     assert all(-1 <= v <= 1 for v in result["summary"].values())
 
 
-@needs_glue
 def test_random_init_replaces_the_pretrained_weights(sst2_ckpt: Path, tmp_path: Path, one_thread: None) -> None:
     scores = {}
     for random_init in ("false", "true"):

@@ -10,9 +10,8 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 
 from lightning_bert.errors import UserError
 from lightning_bert.glue import TASKS, collate, encode, get_task, make_metrics, parse_downstream, read_task
+from conftest import GLUE_DIR
 
-GLUE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue"
-needs_glue = pytest.mark.skipif(not GLUE_DIR.is_dir(), reason=f"GLUE data not found at {GLUE_DIR}")
 
 COUNTS = {"cola": (8551, 1043), "sst2": (67349, 872), "mrpc": (3668, 408), "rte": (2490, 277),
           "stsb": (5749, 1500), "wnli": (635, 71)}
@@ -25,7 +24,6 @@ def test_registry_covers_the_six_tasks_and_matches_the_config() -> None:
     assert list(DOWNSTREAM) == [*TASKS, "sts"]
 
 
-@needs_glue
 @pytest.mark.parametrize("name", sorted(COUNTS))
 def test_reader_counts_and_labels(name: str) -> None:
     spec = TASKS[name]
@@ -41,7 +39,6 @@ def test_reader_counts_and_labels(name: str) -> None:
             assert labels == set(range(spec.num_labels))
 
 
-@needs_glue
 def test_reader_keeps_quotes_and_drops_bom() -> None:
     mrpc = read_task("mrpc", "train", GLUE_DIR)
     assert mrpc[0][0].startswith("Amrozi accused his brother") and '" the witness "' in mrpc[0][0]
