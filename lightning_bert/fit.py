@@ -111,7 +111,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     share_cpu_threads(cfg)
 
     data = PretrainDataModule(cfg)
-    data.prepare()
+    data.setup()  # here, before DDP ranks start: they then find the caches (tokens, static masks) ready
     config = to_dict(cfg)
     model = PretrainModule(config, data.vocab_size, data.tokenizer.to_str())
 

@@ -5,6 +5,8 @@ sentence_label [B] for nsp/sop; sbo_left, sbo_right [B, L] for span masking.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
 from typing import Any, Optional
@@ -19,6 +21,7 @@ from lightning_bert.data.cache import TokenizedCorpus, corpus_key, tokenized_cor
 from lightning_bert.data.corpus import builtin_documents, hf_documents, read_documents
 from lightning_bert.data.examples import build_examples, encode_example
 from lightning_bert.data.masking import IGNORE, dynamic_rng, mask_example, static_rng
+from lightning_bert.data.static_masks import StoredMasks, stored_masks
 from lightning_bert.data.tokenizer import PAD_ID, load_tokenizer, tokenizer_for
 from lightning_bert.errors import UserError
 
@@ -60,18 +63,31 @@ class PretrainDataset(Dataset):
         self.max_seq_length, self.seed = int(cfg.data.max_seq_length), int(cfg.run.seed)
         self.duplicates = self.masking.dupe_factor if static else 1
         self.epoch = 0
+        self.stored: Optional[StoredMasks] = None  # static masks read from the cache instead of drawn
 
     def __len__(self) -> int:
         return len(self.examples) * self.duplicates
+
+    def _mask(self, encoded: dict[str, np.ndarray], duplicate: int, example_index: int) -> dict[str, np.ndarray]:
+        rng = (static_rng(self.seed, duplicate, example_index) if self.static
+               else dynamic_rng(self.seed, self.epoch, example_index))
+        return mask_example(encoded["input_ids"], encoded["special"], encoded["word_starts"], self.masking,
+                            self.vocab_size, rng)
+
+    def draw_mask(self, index: int) -> dict[str, np.ndarray]:
+        """Item `index`'s mask drawn from its seeded generator (what static masks store)."""
+        duplicate, example_index = divmod(index, len(self.examples))
+        return self._mask(encode_example(self.corpus, self.examples[example_index], self.max_seq_length),
+                          duplicate, example_index)
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
         duplicate, example_index = divmod(index, len(self.examples))
         example = self.examples[example_index]
         encoded = encode_example(self.corpus, example, self.max_seq_length)
-        rng = (static_rng(self.seed, duplicate, example_index) if self.static
-               else dynamic_rng(self.seed, self.epoch, example_index))
-        item = mask_example(encoded["input_ids"], encoded["special"], encoded["word_starts"], self.masking,
-                            self.vocab_size, rng)
+        if self.stored is not None:
+            item = self.stored.apply(index, encoded["input_ids"])
+        else:
+            item = self._mask(encoded, duplicate, example_index)
         item["token_type_ids"] = encoded["token_type_ids"]
         item["attention_mask"] = np.ones(len(encoded["input_ids"]), dtype=np.int64)
         if example["label"] >= 0:
@@ -118,6 +134,7 @@ class PretrainDataModule(pl.LightningDataModule):
             self.tokenizer = tokenizer_for(train_docs, f"{key}-{data.valid_fraction}", tok.kind, tok.vocab_size,
                                            tok.lowercase, tok.min_frequency, cache_dir)
         self.corpus = tokenized_corpus(documents, key, self.tokenizer, cache_dir)
+        self.data_key = hashlib.sha256(f"{key}{self.tokenizer.to_str()}".encode()).hexdigest()[:16]
         log.info("corpus: %d documents (%d held out), %d tokens", len(documents), len(self.valid_ids),
                  self.corpus.num_tokens)
 
@@ -139,10 +156,21 @@ class PretrainDataModule(pl.LightningDataModule):
                                   short_seq_prob=data.short_seq_prob, cross_doc=data.cross_doc, doc_ids=doc_ids)
 
         self.train_set = PretrainDataset(self.corpus, examples(self.train_ids, 0), self.cfg, self.vocab_size, static)
+        if static:
+            self.train_set.stored = stored_masks(self.train_set.draw_mask, len(self.train_set),
+                                                 self._static_key(self.train_set), Path(data.cache_dir).expanduser())
         # Validation masks are always static, so every evaluation scores the same predictions.
         self.val_set = PretrainDataset(self.corpus, examples(self.valid_ids, 1), self.cfg, self.vocab_size, True)
         self.val_set.duplicates = 1
         log.info("examples: %d train, %d valid", len(self.train_set), len(self.val_set))
+
+    def _static_key(self, dataset: PretrainDataset) -> str:
+        """Everything the stored masks depend on: tokens, examples, masking settings, seed."""
+        digest = hashlib.sha256(self.data_key.encode())
+        digest.update(np.ascontiguousarray(dataset.examples).tobytes())
+        digest.update(json.dumps([OmegaConf.to_container(self.cfg.masking), self.cfg.run.seed, self.vocab_size,
+                                  self.cfg.data.max_seq_length]).encode())
+        return digest.hexdigest()[:16]
 
     def set_epoch(self, epoch: int) -> None:
         if self.train_set is not None:
