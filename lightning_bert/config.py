@@ -191,7 +191,6 @@ class TrainerConfig:
     limit_val_batches: int = 20  # validation batches per check
     log_every_n_steps: int = 10  # training metric rows
     checkpoint_every_n_steps: int = 100  # save last.ckpt every N steps (resume point)
-    compile: bool = False  # torch.compile the encoder
 
     def __post_init__(self) -> None:
         check_choice("trainer", "precision", self.precision, ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true"))
