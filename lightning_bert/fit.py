@@ -150,6 +150,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if trainer.global_rank == 0:
         metrics.update(evaluate(cfg, model, data, ckpt_dir / "last.ckpt"))
     summary = record.write("finished", metrics)
+    if trainer.global_rank == 0:
+        from lightning_bert.report import plot_curves, read_run_dir
+
+        plot_curves({run_dir.name: [read_run_dir(run_dir)]}, run_dir / "curves.png")  # a look beats a table
     if wandb is not None and trainer.global_rank == 0:
         wandb.experiment.summary.update({**metrics, **{f"best/{k}": v for k, v in record.best.items()},
                                          "tokens_seen": record.tokens_seen})

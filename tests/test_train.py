@@ -39,6 +39,7 @@ def test_run_writes_record_and_second_run_reuses_caches(tiny_overrides: list[str
     header = (run_dir / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"step", "tokens_seen", "train/loss", "train/lr", "val/loss"} <= set(header)
     assert (run_dir / "config.yaml").read_text().count("max_steps: 4") == 1
+    assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "training wordpiece tokenizer" in first.stderr and "tokenizing" in first.stderr
     second = train(tiny_overrides + ["run.name=b"])
     assert "reusing tokenizer" in second.stderr and "reusing tokenized corpus" in second.stderr
