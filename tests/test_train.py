@@ -71,7 +71,8 @@ def test_ddp_two_processes_match_one_process(tiny_overrides: list[str], tmp_path
     exact = tiny_overrides + ["model.dropout=0", "model.attention_dropout=0", "eval.probes=false",
                               "trainer.accelerator=cpu", "trainer.max_steps=3"]
     train(exact + ["run.name=one", "trainer.batch_size=8"])
-    train(exact + ["run.name=two", "trainer.batch_size=4", "trainer.devices=2", "trainer.strategy=ddp"])
+    train(offline_wandb(exact) + ["run.name=two", "trainer.batch_size=4", "trainer.devices=2", "trainer.strategy=ddp"])
+    assert len(list((tmp_path / "runs" / "two" / "wandb").glob("offline-run-*"))) == 1  # rank 0's run only
     one, two = weights(tmp_path / "runs" / "one"), weights(tmp_path / "runs" / "two")
     assert one.keys() == two.keys()
     for name in one:
