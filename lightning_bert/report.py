@@ -165,9 +165,10 @@ def mean_std(values: Iterable[float]) -> tuple[float, float]:
 
 
 def metric_names(records: Iterable[RunRecord]) -> list[str]:
-    names = {k for r in records for k, v in r.metrics.items()  # `group/name` metrics, not counters
-             if isinstance(v, (int, float)) and "/" in k and not k.startswith("trainer/")}
-    rank = {n: next((i for i, p in enumerate(METRIC_ORDER) if n.startswith(p)), len(METRIC_ORDER)) for n in names}
+    """Held-out metrics only (val/, probe/, glue/, sts/): last-batch train/* values are noise, not results."""
+    names = {k for r in records for k, v in r.metrics.items()
+             if isinstance(v, (int, float)) and k.startswith(METRIC_ORDER)}
+    rank = {n: next(i for i, p in enumerate(METRIC_ORDER) if n.startswith(p)) for n in names}
     return sorted(names, key=lambda n: (rank[n], n))
 
 
