@@ -216,6 +216,8 @@ def plot_curves(groups: dict[str, list[RunRecord]], path: Path, metric: str = CU
         if not curves:
             continue
         grid = np.unique(np.concatenate([c[:, 0] for c in curves]))
+        # Only where every seed has data: past one seed's end the mean would jump to the others' values.
+        grid = grid[(grid >= max(c[0, 0] for c in curves)) & (grid <= min(c[-1, 0] for c in curves))]
         ys = np.array([np.interp(grid, c[:, 0], c[:, 1], left=np.nan, right=np.nan) for c in curves])
         n = np.sum(~np.isnan(ys), axis=0)
         mean = np.nanmean(ys, axis=0)
