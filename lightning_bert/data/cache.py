@@ -12,7 +12,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -100,20 +100,30 @@ def _open(path: Path) -> TokenizedCorpus:
                            document_offsets=np.load(path / "document_offsets.npy"))
 
 
+def build_once(path: Path, build: Callable[[Path], None], what: str) -> None:
+    """Unless `path` exists, run build(tmp dir) and publish it as `path` by one atomic rename, so a
+    crash never leaves half a cache behind and concurrent ranks at worst build it twice."""
+    if path.is_dir():
+        log.info("reusing %s %s", what, path)
+        return
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    build(tmp)
+    try:
+        tmp.rename(path)
+    except OSError:  # another process published it first
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def tokenized_corpus(documents: Sequence[str], key: str, tokenizer: Tokenizer, cache_dir: Path) -> TokenizedCorpus:
     """Tokenize `documents` (whose content hash is `key`) once; later calls map the cached arrays."""
     tok_key = hashlib.sha256(tokenizer.to_str().encode()).hexdigest()[:16]
     path = cache_dir / f"corpus-{key}-{tok_key}"
-    if not (path / "meta.json").is_file():
-        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+
+    def build(tmp: Path) -> None:
         _encode(documents, tokenizer, tmp)
         (tmp / "meta.json").write_text(json.dumps({"documents": len(documents), "version": CACHE_VERSION}))
-        try:
-            tmp.rename(path)  # atomic publish; a concurrent writer may have won the race
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        log.info("reusing tokenized corpus %s", path)
+
+    build_once(path, build, "tokenized corpus")
     return _open(path)

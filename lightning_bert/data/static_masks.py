@@ -5,9 +5,6 @@ there and, for spans, the SBO boundary positions. Every epoch, restart and DDP r
 """
 from __future__ import annotations
 
-import logging
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -15,9 +12,9 @@ from typing import Callable, Optional
 import numpy as np
 from tqdm.auto import tqdm
 
+from lightning_bert.data.cache import build_once
 from lightning_bert.data.masking import IGNORE
 
-log = logging.getLogger(__name__)
 MaskFn = Callable[[int], dict[str, np.ndarray]]  # item index -> mask_example output for that item
 
 
@@ -68,17 +65,7 @@ def _draw_all(mask_fn: MaskFn, items: int, out: Path) -> None:
 def stored_masks(mask_fn: MaskFn, items: int, key: str, cache_dir: Path) -> StoredMasks:
     """Draw the masks of all `items` once (keyed by everything they depend on), then map them from disk."""
     path = cache_dir / f"masks-{key}"
-    if not (path / "offsets.npy").is_file():
-        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        _draw_all(mask_fn, items, tmp)
-        try:
-            tmp.rename(path)  # atomic publish; a concurrent rank may have won the race
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        log.info("reusing static masks %s", path)
+    build_once(path, lambda tmp: _draw_all(mask_fn, items, tmp), "static masks")
 
     def load(name: str) -> Optional[np.ndarray]:
         file = path / f"{name}.npy"
