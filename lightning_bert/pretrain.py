@@ -100,6 +100,9 @@ class PretrainModule(pl.LightningModule):
         self.log("val/perplexity", torch.exp(self.val_metrics["mlm_loss"].compute().clamp(max=50)))
         self.log("tokens_seen", self.tokens_seen.float())  # the x axis of validation curves
 
+    def on_train_start(self) -> None:
+        self._window_start, self._window_tokens = time.perf_counter(), 0  # not counting data and model setup
+
     def on_train_epoch_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None:  # dynamic masks are a function of (seed, epoch, example)
