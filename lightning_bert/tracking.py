@@ -40,7 +40,7 @@ def server_reachable(timeout: float) -> bool:
 def choose_mode(requested: str, timeout: float) -> str:
     """auto/online -> online only with a key and a reachable server; env WANDB_MODE wins over auto."""
     if requested == "auto":
-        requested = os.environ.get("WANDB_MODE", "online" if has_api_key() else "offline")
+        requested = os.environ.get("WANDB_MODE") or ("online" if has_api_key() else "offline")
         if requested == "offline" and not os.environ.get("WANDB_MODE"):
             log.warning("W&B: no API key found, logging offline (later: wandb sync <run dir>/wandb/offline-run-*)")
     if requested == "online" and not server_reachable(min(timeout, 10)):
