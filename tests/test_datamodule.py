@@ -54,3 +54,15 @@ def test_batch_contract(tiny_overrides: list[str], sentence: str) -> None:
     assert (labels[mask == 0] == IGNORE).all() and (labels != IGNORE).any()
     assert (ids[:, 0] == 2).all()  # [CLS] first
     assert ("sentence_label" in batch) == (sentence == "nsp")
+
+
+def test_jsonl_text_field_reaches_the_reader(shared_data: Path, tmp_path: Path) -> None:
+    import json
+
+    from lightning_bert.data.corpus import read_documents
+    from lightning_bert.data.datamodule import load_documents
+
+    docs = read_documents([str(shared_data / "wikipedia-en" / "valid.txt")])[:5]
+    path = tmp_path / "docs.jsonl"
+    path.write_text("".join(json.dumps({"body": d, "text": "wrong field"}) + "\n" for d in docs))
+    assert load_documents(load([f"data.path={path}", "data.text_field=body"]).data) == docs

@@ -35,7 +35,7 @@ def load_documents(data: DictConfig) -> list[str]:
     if data.hf_dataset:
         docs = hf_documents(data.hf_dataset, data.hf_split, data.text_field)
     elif data.path:
-        docs = read_documents(list(data.path), data.format)
+        docs = read_documents(list(data.path), data.format, data.text_field)
     else:
         docs = builtin_documents()
     return docs[: data.max_documents] if data.max_documents else docs
