@@ -7,14 +7,13 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from lightning_bert.config import ModelConfig
 from lightning_bert.errors import UserError
 from lightning_bert.model.encoder import BertEncoder, EncoderConfig
 
 
 def encoder_config(cfg: DictConfig, vocab_size: int) -> EncoderConfig:
     """The encoder's dimensions from the `model` section (size preset + overrides)."""
-    from lightning_bert.config import ModelConfig
-
     model = ModelConfig(**OmegaConf.to_container(cfg.model))  # a plain dict when read back from a checkpoint
     layers, hidden, heads, ffn = model.dims()
     return EncoderConfig(vocab_size=vocab_size, hidden_size=hidden, num_layers=layers, num_heads=heads,
@@ -30,7 +29,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        # mmap: reading the config or step of a large checkpoint does not pull every tensor into memory
+        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
         raise UserError(f"cannot read checkpoint {path}: {type(err).__name__}: {str(err).splitlines()[0]}") from None
     if not isinstance(ckpt, dict) or "config" not in ckpt.get("hyper_parameters", {}) or "tokenizer" not in ckpt:
