@@ -9,7 +9,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from lightning_bert.config import ModelConfig
 from lightning_bert.errors import UserError
-from lightning_bert.model.encoder import BertEncoder, EncoderConfig
+from lightning_bert.model.config import EncoderConfig
+from lightning_bert.model.encoder import BertEncoder
 
 
 def encoder_config(cfg: DictConfig, vocab_size: int) -> EncoderConfig:
@@ -19,7 +20,8 @@ def encoder_config(cfg: DictConfig, vocab_size: int) -> EncoderConfig:
     return EncoderConfig(vocab_size=vocab_size, hidden_size=hidden, num_layers=layers, num_heads=heads,
                          intermediate_size=ffn, embedding_size=model.embedding_size,
                          share_layers=model.share_layers, norm=model.norm, dropout=model.dropout,
-                         attention_dropout=model.attention_dropout,
+                         attention_dropout=model.attention_dropout, attention=model.attention,
+                         position_biased_input=model.position_biased_input,
                          max_position_embeddings=max(model.max_position_embeddings, cfg.data.max_seq_length))
 
 

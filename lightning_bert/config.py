@@ -28,6 +28,10 @@ MODEL_SIZES: dict[str, tuple[int, int, int, int]] = {
 }
 
 
+# Names in model/attention.py ATTENTIONS (a test keeps the two in step; config stays free of torch).
+ATTENTION_KINDS = ("absolute", "disentangled", "relative")
+
+
 class ConfigError(UserError):
     """A bad config key, type or value."""
 
@@ -102,9 +106,12 @@ class ModelConfig:
     dropout: float = 0.1  # hidden and embedding dropout
     attention_dropout: float = 0.1  # dropout on attention probabilities
     max_position_embeddings: int = 512  # learned absolute positions
+    attention: str = "absolute"  # absolute (BERT) | disentangled (DeBERTa) | relative (Transformer-XL / XLNet)
+    position_biased_input: bool = True  # add absolute position embeddings at the input (DeBERTa-v3, XLNet: false)
 
     def __post_init__(self) -> None:
         check_choice("model", "size", self.size, tuple(MODEL_SIZES))
+        check_choice("model", "attention", self.attention, ATTENTION_KINDS)
         check_choice("model", "share_layers", self.share_layers, ("none", "all", "attention", "ffn"))
         check_choice("model", "norm", self.norm, ("post", "pre"))
         for name in ("dropout", "attention_dropout"):
