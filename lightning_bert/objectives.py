@@ -5,7 +5,7 @@ Adding an objective = one decorated class here; the encoder, data files and trai
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import Callable, ClassVar, Optional
 
 import torch
 import torch.nn.functional as F
@@ -35,10 +35,15 @@ class Objective(nn.Module):
     """A head on the encoder's hidden states and its loss."""
 
     needs: ClassVar[tuple[str, ...]] = ()  # batch keys the data pipeline must provide
+    needs_layers: ClassVar[bool] = False  # wants every layer's output (re-runs layers: DeBERTa's EMD)
+    runs_encoder: ClassVar[bool] = False  # runs the encoder itself (XLNet's two streams): hidden is None
     num_classes: int  # for the accuracy metric
     weight: float = 1.0  # share of the total loss
 
-    def forward(self, hidden: Tensor, batch: dict[str, Tensor]) -> ObjectiveOutput:
+    def forward(self, hidden: Optional[Tensor], batch: dict[str, Tensor],
+                layers: Optional[list[Tensor]] = None) -> ObjectiveOutput:
+        """hidden: the encoder's last layer [B, L, H]; layers: [embeddings, layer 1, ..., layer N] when
+        `needs_layers`."""
         raise NotImplementedError
 
 
@@ -64,7 +69,8 @@ class MaskedLM(Objective):
         self.head = MLMHead(encoder)
         self.num_classes = encoder.config.vocab_size
 
-    def forward(self, hidden: Tensor, batch: dict[str, Tensor]) -> ObjectiveOutput:
+    def forward(self, hidden: Tensor, batch: dict[str, Tensor],
+                layers: Optional[list[Tensor]] = None) -> ObjectiveOutput:
         labels = batch["mlm_labels"]
         selected = labels != IGNORE
         logits = self.head(hidden[selected])
@@ -83,7 +89,8 @@ class SentencePair(Objective):
         self.num_classes = 2
         self.weight = cfg.objective.sentence_weight
 
-    def forward(self, hidden: Tensor, batch: dict[str, Tensor]) -> ObjectiveOutput:
+    def forward(self, hidden: Tensor, batch: dict[str, Tensor],
+                layers: Optional[list[Tensor]] = None) -> ObjectiveOutput:
         logits = self.head(hidden)
         target = batch["sentence_label"]
         return ObjectiveOutput(F.cross_entropy(logits.float(), target, reduction="sum"), logits.argmax(-1), target)
@@ -115,7 +122,8 @@ class SpanBoundary(Objective):
         self.decoder = MLMHead(encoder)  # vocabulary logits through the tied input embeddings
         self.num_classes = encoder.config.vocab_size
 
-    def forward(self, hidden: Tensor, batch: dict[str, Tensor]) -> ObjectiveOutput:
+    def forward(self, hidden: Tensor, batch: dict[str, Tensor],
+                layers: Optional[list[Tensor]] = None) -> ObjectiveOutput:
         left, right = batch["sbo_left"], batch["sbo_right"]
         rows, cols = torch.nonzero(left >= 0, as_tuple=True)
         left, right = left[rows, cols], right[rows, cols]

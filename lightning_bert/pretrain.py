@@ -55,12 +55,23 @@ class PretrainModule(pl.LightningModule):
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         return self.encoder(batch["input_ids"], batch.get("token_type_ids"), batch.get("attention_mask"))
 
+    def encode(self, batch: dict[str, Tensor]) -> tuple[Tensor | None, list[Tensor] | None]:
+        """(last hidden states, every layer's output) as the objectives need them: layers only for those
+        that re-run layers (EMD); nothing when every objective runs the encoder itself (PLM)."""
+        if all(o.runs_encoder for o in self.objectives.values()):
+            return None, None
+        if any(o.needs_layers for o in self.objectives.values()):
+            layers = self.encoder(batch["input_ids"], batch.get("token_type_ids"), batch.get("attention_mask"),
+                                  output_layers=True)
+            return layers[-1], layers
+        return self(batch), None
+
     def _shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
-        hidden = self(batch)
+        hidden, layers = self.encode(batch)
         metrics, total = getattr(self, f"{stage}_metrics"), 0.0
         on_step = stage == "train"
         for name, objective in self.objectives.items():
-            out = objective(hidden, batch)
+            out = objective(hidden, batch, layers)
             total = total + objective.weight * out.loss_sum / self._loss_denominator(len(out.target), stage)
             metrics[f"{name}_acc"](out.preds, out.target)  # forward: updates state and gives the batch value
             metrics[f"{name}_loss"](out.loss.detach(), weight=len(out.target))
