@@ -20,7 +20,7 @@ def assert_clean(docs):
         ("wikipedia-en/train.txt", "auto", 1034),
         ("wikipedia-en/valid.txt", "wikiextractor", 122),
         ("wikitext-2-raw/wiki.valid.raw", "auto", 60),
-        ("wikitext-2-raw/wiki.test.raw", "wikitext", 62),
+        ("wikitext-2-raw/wiki.test.raw", "wikitext", 60),  # 62 title-like lines, 2 are formulas
         ("gutenberg/*.txt", "book", 7),  # a glob, one document per file
     ],
 )
@@ -52,6 +52,17 @@ def test_wikitext_undoes_spacing_and_keeps_headings(shared_data):
     assert "\nDescription\n" in docs[0]
     assert not any(line.startswith("=") for line in text.split("\n"))
     assert "3.1 – 3.3 in" in docs[0] and "red-tipped" in docs[0]
+
+
+def test_wikitext_formula_lines_inside_a_paragraph_are_text(shared_data):
+    # wiki.test.raw: " = 1 rad / s and a nominal impedance k = " continues a paragraph (no blank line
+    # before it), so it is kept verbatim and "Constant k filter" stays one document.
+    docs = read_documents([str(shared_data / "wikitext-2-raw/wiki.test.raw")])
+    constant_k = [d for d in docs if d.startswith("Constant k filters")]
+    assert len(constant_k) == 1
+    lines = constant_k[0].split("\n")
+    assert "= 1 rad / s and a nominal impedance k =" in lines and "= 1 henry and capacitance C =" in lines
+    assert not any(d.startswith(("1 Ω", "1 farad")) for d in docs)
 
 
 def test_book_joins_hard_wrapped_lines(shared_data):

@@ -12,7 +12,7 @@ import os
 import re
 import sysconfig
 import zlib
-from typing import Callable, Sequence
+from typing import BinaryIO, Callable, Iterable, Iterator, Optional, Sequence
 
 from ..errors import UserError
 
@@ -28,56 +28,97 @@ def _clean(text: str) -> str:
     return "\n".join(line for line in (raw.strip() for raw in text.splitlines()) if line)
 
 
+def _clean_lines(lines: Iterable[str]) -> str:
+    return "\n".join(p for line in lines for p in (raw.strip() for raw in line.splitlines()) if p)
+
+
 def _blocks(text: str) -> list[str]:
     """Split on one or more blank lines (whitespace-only lines count as blank)."""
     return re.split(r"\n[ \t\r\f\v]*\n\s*", text)
 
 
-# ---- one reader per format: (text, path, text_field) -> documents ---------------------------------
-
-def _read_text(text: str, path: str, field: str) -> list[str]:
-    return [_clean(block) for block in _blocks(text)]
+def _blank(line: str) -> bool:
+    return not line.strip(" \t\r\f\v")  # the blank lines _blocks splits on
 
 
-def _read_book(text: str, path: str, field: str) -> list[str]:
+# ---- one reader per format: (lines, path, text_field) -> documents, streamed ----------------------
+# Readers see one line at a time (without its "\n"), so a file never has to fit in memory: only the
+# document being read does.
+
+def _read_text(lines: Iterable[str], path: str, field: str) -> Iterator[str]:
+    block: list[str] = []
+    for line in lines:
+        if not _blank(line):
+            block.append(line)
+        elif block:
+            yield _clean_lines(block)
+            block = []
+    if block:
+        yield _clean_lines(block)
+
+
+def _read_book(lines: Iterable[str], path: str, field: str) -> Iterator[str]:
     # One file = one document; hard-wrapped lines inside a paragraph are joined with spaces.
-    return ["\n".join(" ".join(block.split()) for block in _blocks(text) if block.strip())]
+    paragraphs: list[str] = []
+    words: list[str] = []
+    for line in lines:
+        if not _blank(line):
+            words += line.split()
+        elif words:
+            paragraphs.append(" ".join(words))
+            words = []
+    if words:
+        paragraphs.append(" ".join(words))
+    yield "\n".join(paragraphs)
 
 
-_DOC = re.compile(r"^<doc[^>]*>[^\n]*\n(.*?)^</doc>", re.M | re.S)
-
-
-def _read_wikiextractor(text: str, path: str, field: str) -> list[str]:
-    bodies = _DOC.findall(text)
-    if not bodies:
+def _read_wikiextractor(lines: Iterable[str], path: str, field: str) -> Iterator[str]:
+    body: Optional[list[str]] = None  # lines of the open <doc> block, title line first
+    found = False
+    for line in lines:
+        if body is None:
+            if line.startswith("<doc") and ">" in line:
+                body, found = [], True
+        elif line.startswith("</doc>"):
+            yield _clean_lines(body[1:])  # drop the title line
+            body = None
+        else:
+            body.append(line)
+    if not found:
         raise CorpusError(f"no <doc> blocks found in {path} (format 'wikiextractor' needs WikiExtractor output)")
-    return [_clean(body.split("\n", 1)[1] if "\n" in body else "") for body in bodies]  # drop title line
 
 
 _WT_TITLE = re.compile(r"= ([^=].*) =")
 _WT_HEADING = re.compile(r"(?:= )+(.*?)(?: =)+")
+_WT_SPACING = ((" @-@ ", "-"), (" @,@ ", ","), (" @.@ ", "."))
 
 
-def _read_wikitext(text: str, path: str, field: str) -> list[str]:
-    for spaced, plain in ((" @-@ ", "-"), (" @,@ ", ","), (" @.@ ", ".")):
-        text = text.replace(spaced, plain)
-    docs: list[list[str]] = [[]]  # text before the first title (normally none) is a document too
-    titles = 0
-    for line in (raw.strip() for raw in text.split("\n")):
-        if _WT_TITLE.fullmatch(line):  # ` = Title = ` starts an article; the title itself is dropped
-            docs.append([])
+def _read_wikitext(lines: Iterable[str], path: str, field: str) -> Iterator[str]:
+    doc: list[str] = []  # text before the first title (normally none) is a document too
+    titles, after_blank = 0, True
+    for raw in lines:
+        for spaced, plain in _WT_SPACING:
+            raw = raw.replace(spaced, plain)
+        line = raw.strip()
+        # A title or heading follows a blank line: a ` = ... = ` line inside a paragraph is a formula
+        # (wiki.test.raw has two), kept as text.
+        if after_blank and _WT_TITLE.fullmatch(line):  # ` = Title = ` starts an article; the title is dropped
+            if doc:
+                yield "\n".join(doc)
+            doc = []
             titles += 1
         elif line:
-            heading = _WT_HEADING.fullmatch(line)  # ` = = Section = = ` kept as a line, like WikiExtractor
-            docs[-1].append(heading.group(1) if heading else line)
+            heading = _WT_HEADING.fullmatch(line) if after_blank else None  # ` = = Section = = ` kept as a line
+            doc.append(heading.group(1) if heading else line)
+        after_blank = not line
     if not titles:
         raise CorpusError(f"no ' = Title = ' articles found in {path} (format 'wikitext' needs WikiText raw files)")
-    return ["\n".join(lines) for lines in docs]
+    if doc:
+        yield "\n".join(doc)
 
 
-def _read_jsonl(text: str, path: str, field: str) -> list[str]:
-    docs = []
-    for lineno, line in enumerate(text.split("\n"), 1):
+def _read_jsonl(lines: Iterable[str], path: str, field: str) -> Iterator[str]:
+    for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
@@ -87,11 +128,10 @@ def _read_jsonl(text: str, path: str, field: str) -> list[str]:
             raise CorpusError(msg) from None
         if not isinstance(obj, dict) or not isinstance(obj.get(field), str):
             raise CorpusError(f"{path}:{lineno}: no string field {field!r} in this JSON line (set the text field)")
-        docs.append(_clean(obj[field]))
-    return docs
+        yield _clean(obj[field])
 
 
-READERS: dict[str, Callable[[str, str, str], list[str]]] = {
+READERS: dict[str, Callable[[Iterable[str], str, str], Iterator[str]]] = {
     "text": _read_text,
     "wikiextractor": _read_wikiextractor,
     "wikitext": _read_wikitext,
@@ -120,22 +160,43 @@ def detect_format(path: str, text: str) -> str:
     return "text"
 
 
-def _load(path: str) -> str:
-    """Read a file as UTF-8 text, gunzipping it when it starts with the gzip magic bytes."""
+def _open_binary(path: str) -> BinaryIO:
     if not os.path.exists(path):
         raise CorpusError(f"corpus file not found: {path} (give existing files or globs)")
     if os.path.isdir(path):
         raise CorpusError(f"{path} is a directory (give files or a glob such as {os.path.join(path, '*')})")
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-        if data[:2] == b"\x1f\x8b":
-            data = gzip.decompress(data)
-        return data.decode("utf-8-sig").replace("\r\n", "\n")
-    except (OSError, EOFError, zlib.error) as e:
+        f = open(path, "rb")
+        if f.read(2) == b"\x1f\x8b":
+            f.close()
+            return gzip.open(path, "rb")  # type: ignore[return-value]
+        f.seek(0)
+        return f
+    except OSError as e:
         raise CorpusError(f"cannot read {path}: {e} (corpus files must be readable, optionally gzipped)") from None
-    except UnicodeDecodeError as e:
-        raise CorpusError(f"{path} is not UTF-8 text (byte {e.start}); corpus files must be UTF-8") from None
+
+
+def read_lines(path: str) -> Iterator[str]:
+    """The lines of a UTF-8 (optionally gzipped) file, one at a time, without their line ends."""
+    offset = 0
+    with _open_binary(path) as f:
+        try:
+            for raw in f:
+                try:
+                    line = raw.decode("utf-8-sig" if offset == 0 else "utf-8")
+                except UnicodeDecodeError as e:
+                    raise CorpusError(f"{path} is not UTF-8 text (byte {offset + e.start}); corpus files must be UTF-8") from None
+                offset += len(raw)
+                yield line[:-2] if line.endswith("\r\n") else line[:-1] if line.endswith("\n") else line
+        except (OSError, EOFError, zlib.error) as e:
+            raise CorpusError(f"cannot read {path}: {e} (corpus files must be readable, optionally gzipped)") from None
+
+
+def _first_line(path: str) -> str:
+    for line in read_lines(path):
+        if line.strip():
+            return line
+    return ""
 
 
 def expand_paths(paths: Sequence[str]) -> list[str]:
@@ -152,24 +213,32 @@ def expand_paths(paths: Sequence[str]) -> list[str]:
     return files
 
 
-def read_documents(paths: Sequence[str], fmt: str = "auto", text_field: str = "text") -> list[str]:
-    """Read all documents of the given files/globs; `fmt` is one of FORMATS ('auto' detects per file)."""
+def iter_documents(paths: Sequence[str], fmt: str = "auto", text_field: str = "text") -> Iterator[str]:
+    """Stream the documents of the given files/globs, file by file and line by line; `fmt` is one of
+    FORMATS ('auto' detects per file). Only one document is held in memory at a time."""
     if fmt not in FORMATS:
         raise CorpusError(f"unknown corpus format {fmt!r}; allowed: {', '.join(FORMATS)}")
     if isinstance(paths, str):
         paths = [paths]
-    docs: list[str] = []
+    total = 0
     for path in expand_paths(paths):
-        text = _load(path)
-        file_fmt = detect_format(path, text) if fmt == "auto" else fmt
-        found = [d for d in READERS[file_fmt](text, path, text_field) if d]
+        file_fmt = detect_format(path, _first_line(path)) if fmt == "auto" else fmt
+        found = 0
+        for doc in READERS[file_fmt](read_lines(path), path, text_field):
+            if doc:
+                found += 1
+                yield doc
         if not found and fmt != "auto":
             raise CorpusError(f"no documents found in {path} (read as format {fmt!r})")
-        log.info("read %d documents from %s (%s)", len(found), path, file_fmt)
-        docs += found
-    if not docs:
+        log.info("read %d documents from %s (%s)", found, path, file_fmt)
+        total += found
+    if not total:
         raise CorpusError(f"the corpus is empty: no documents in {', '.join(paths) or '(no paths)'}")
-    return docs
+
+
+def read_documents(paths: Sequence[str], fmt: str = "auto", text_field: str = "text") -> list[str]:
+    """All documents of the given files/globs as a list (small corpora; prefer iter_documents)."""
+    return list(iter_documents(paths, fmt, text_field))
 
 
 # ---- builtin corpus: the docstrings of the Python standard library --------------------------------
