@@ -9,7 +9,7 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 import lightning.pytorch as pl
 import numpy as np
@@ -17,8 +17,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from lightning_bert.data.cache import TokenizedCorpus, corpus_key, tokenized_corpus
-from lightning_bert.data.corpus import builtin_documents, hf_documents, read_documents
+from lightning_bert.data.cache import TokenizedCorpus, document_count, tokenized_corpus
+from lightning_bert.data.canonical import EVAL_BATCH_SIZE, CanonicalSet, canonical_examples, token_characters
+from lightning_bert.data.corpus import DocumentSource, builtin_source, file_source, hf_source
 from lightning_bert.data.examples import build_examples, encode_example
 from lightning_bert.data.masking import IGNORE, dynamic_rng, mask_example, static_rng
 from lightning_bert.data.static_masks import StoredMasks, stored_masks
@@ -28,17 +29,28 @@ from lightning_bert.errors import UserError
 log = logging.getLogger(__name__)
 SPLIT_SEED = 1234  # the train/valid split is fixed, whatever run.seed is: variants see the same data
 PAD_VALUES = {"input_ids": PAD_ID, "token_type_ids": 0, "attention_mask": 0, "mlm_labels": IGNORE,
-              "sbo_left": -1, "sbo_right": -1}
+              "sbo_left": -1, "sbo_right": -1, "mlm_chars": 0}
+
+
+def document_source(data: DictConfig) -> DocumentSource:
+    """The configured corpus as a re-readable stream of documents with a cheap identity (`.key`)."""
+    if data.hf_dataset:
+        return hf_source(data.hf_dataset, data.hf_split, data.text_field, data.max_documents)
+    if data.path:
+        return file_source(list(data.path), data.format, data.text_field, data.max_documents)
+    return builtin_source(data.max_documents)
 
 
 def load_documents(data: DictConfig) -> list[str]:
-    if data.hf_dataset:
-        docs = hf_documents(data.hf_dataset, data.hf_split, data.text_field)
-    elif data.path:
-        docs = read_documents(list(data.path), data.format, data.text_field)
-    else:
-        docs = builtin_documents()
-    return docs[: data.max_documents] if data.max_documents else docs
+    """All documents as a list: small corpora and tests only (prepare() streams them)."""
+    return list(document_source(data))
+
+
+def _skip_block(documents: Iterable[str], start: int, stop: int) -> Iterator[str]:
+    """`documents` without those numbered start..stop-1 (the held-out block), streamed."""
+    for i, doc in enumerate(documents):
+        if not start <= i < stop:
+            yield doc
 
 
 def split_documents(num_documents: int, valid_fraction: float) -> tuple[np.ndarray, np.ndarray]:
@@ -53,20 +65,29 @@ def split_documents(num_documents: int, valid_fraction: float) -> tuple[np.ndarr
 
 
 class PretrainDataset(Dataset):
-    """Examples served with masks: static = f(seed, duplicate, example), dynamic = f(seed, epoch, example)."""
+    """Examples served with masks: static = f(seed, duplicate, example), dynamic = f(seed, epoch, example).
+
+    With static masking, `examples` holds every duplicate's own examples one after another (BERT's
+    data builder drew pairs and packing anew per duplicate); `duplicate_starts` marks where each begins.
+    """
 
     def __init__(self, corpus: TokenizedCorpus, examples: np.ndarray, cfg: DictConfig, vocab_size: int,
-                 static: bool):
+                 static: bool, duplicate_starts: Optional[np.ndarray] = None):
         self.corpus, self.examples, self.vocab_size, self.static = corpus, examples, vocab_size, static
         # Plain values: a DictConfig attribute read costs ~13 us, and this runs per example per step.
         self.masking = OmegaConf.to_object(cfg.masking) if isinstance(cfg.masking, DictConfig) else cfg.masking
         self.max_seq_length, self.seed = int(cfg.data.max_seq_length), int(cfg.run.seed)
-        self.duplicates = self.masking.dupe_factor if static else 1
+        self.duplicate_starts = np.zeros(1, dtype=np.int64) if duplicate_starts is None else duplicate_starts
         self.epoch = 0
         self.stored: Optional[StoredMasks] = None  # static masks read from the cache instead of drawn
 
     def __len__(self) -> int:
-        return len(self.examples) * self.duplicates
+        return len(self.examples)
+
+    def _locate(self, index: int) -> tuple[int, int]:
+        """(duplicate, example index within its duplicate) of item `index`."""
+        duplicate = int(self.duplicate_starts.searchsorted(index, "right")) - 1
+        return duplicate, index - int(self.duplicate_starts[duplicate])
 
     def _mask(self, encoded: dict[str, np.ndarray], duplicate: int, example_index: int) -> dict[str, np.ndarray]:
         rng = (static_rng(self.seed, duplicate, example_index) if self.static
@@ -76,13 +97,11 @@ class PretrainDataset(Dataset):
 
     def draw_mask(self, index: int) -> dict[str, np.ndarray]:
         """Item `index`'s mask drawn from its seeded generator (what static masks store)."""
-        duplicate, example_index = divmod(index, len(self.examples))
-        return self._mask(encode_example(self.corpus, self.examples[example_index], self.max_seq_length),
-                          duplicate, example_index)
+        return self._mask(encode_example(self.corpus, self.examples[index], self.max_seq_length), *self._locate(index))
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-        duplicate, example_index = divmod(index, len(self.examples))
-        example = self.examples[example_index]
+        duplicate, example_index = self._locate(index)
+        example = self.examples[index]
         encoded = encode_example(self.corpus, example, self.max_seq_length)
         if self.stored is not None:
             item = self.stored.apply(index, encoded["input_ids"])
@@ -118,24 +137,31 @@ class PretrainDataModule(pl.LightningDataModule):
         self.corpus: Optional[TokenizedCorpus] = None
         self.train_set: Optional[PretrainDataset] = None
         self.val_set: Optional[PretrainDataset] = None
+        self.canonical_set: Optional[CanonicalSet] = None
+        self._resume_position: dict[str, int] = {}  # where a resumed epoch continues (from the checkpoint)
 
     def prepare(self) -> None:
-        """Read, split and tokenize the corpus (cached: a second run maps it from disk)."""
+        """Identify, split and tokenize the corpus, streaming it: no list of documents is ever held.
+        Cached by the corpus' identity (file stats and sampled bytes), so a second run reads no text."""
         data = self.cfg.data
         cache_dir = Path(data.cache_dir).expanduser()
-        documents = load_documents(data)
-        self.train_ids, self.valid_ids = split_documents(len(documents), data.valid_fraction)
-        key = corpus_key(documents)
+        source = document_source(data)
+        key = source.key
+        num_documents = document_count(source, key, cache_dir)  # the split needs it before the tokenizer
+        self.train_ids, self.valid_ids = split_documents(num_documents, data.valid_fraction)
         tok = self.cfg.tokenizer
         if self.tokenizer is None and tok.path:
             self.tokenizer = load_tokenizer(tok.path)
         elif self.tokenizer is None:
-            train_docs = [documents[i] for i in self.train_ids]
+            train_docs = _skip_block(source, int(self.valid_ids[0]), int(self.valid_ids[-1]) + 1)
             self.tokenizer = tokenizer_for(train_docs, f"{key}-{data.valid_fraction}", tok.kind, tok.vocab_size,
-                                           tok.lowercase, tok.min_frequency, cache_dir)
-        self.corpus = tokenized_corpus(documents, key, self.tokenizer, cache_dir)
+                                           tok.lowercase, tok.min_frequency, cache_dir, length=len(self.train_ids))
+        self.corpus = tokenized_corpus(source, key, self.tokenizer, cache_dir)
+        if self.corpus.num_documents != num_documents:
+            raise UserError(f"the corpus changed while it was read ({num_documents} then {self.corpus.num_documents} "
+                            f"documents); clear {cache_dir} or keep the files still during preparation")
         self.data_key = hashlib.sha256(f"{key}{self.tokenizer.to_str()}".encode()).hexdigest()[:16]
-        log.info("corpus: %d documents (%d held out), %d tokens", len(documents), len(self.valid_ids),
+        log.info("corpus: %d documents (%d held out), %d tokens", num_documents, len(self.valid_ids),
                  self.corpus.num_tokens)
 
     @property
@@ -150,19 +176,26 @@ class PretrainDataModule(pl.LightningDataModule):
         data, seed = self.cfg.data, self.cfg.run.seed
         static = self.cfg.masking.mode == "static"
 
-        def examples(doc_ids: np.ndarray, salt: int) -> np.ndarray:
-            rng = np.random.default_rng([seed, salt])
+        def examples(doc_ids: np.ndarray, salt: int, duplicate: int = 0) -> np.ndarray:
+            rng = np.random.default_rng([seed, salt] + ([duplicate] if duplicate else []))
             return build_examples(self.corpus, self.cfg.objective.sentence, data.max_seq_length, rng,
-                                  short_seq_prob=data.short_seq_prob, cross_doc=data.cross_doc, doc_ids=doc_ids)
+                                  short_seq_prob=data.short_seq_prob, cross_doc=data.cross_doc, doc_ids=doc_ids,
+                                  shift=duplicate > 0)
 
-        self.train_set = PretrainDataset(self.corpus, examples(self.train_ids, 0), self.cfg, self.vocab_size, static)
+        # Static masking: every duplicate draws its own pairs (and packing offset), as BERT's builder did.
+        per_duplicate = [examples(self.train_ids, 0, d) for d in range(self.cfg.masking.dupe_factor if static else 1)]
+        starts = np.cumsum([0] + [len(e) for e in per_duplicate[:-1]])
+        self.train_set = PretrainDataset(self.corpus, np.concatenate(per_duplicate), self.cfg, self.vocab_size,
+                                         static, duplicate_starts=starts)
         if static:
             self.train_set.stored = stored_masks(self.train_set.draw_mask, len(self.train_set),
                                                  self._static_key(self.train_set), Path(data.cache_dir).expanduser())
         # Validation masks are always static, so every evaluation scores the same predictions.
         self.val_set = PretrainDataset(self.corpus, examples(self.valid_ids, 1), self.cfg, self.vocab_size, True)
-        self.val_set.duplicates = 1
-        log.info("examples: %d train, %d valid", len(self.train_set), len(self.val_set))
+        self.canonical_set = CanonicalSet(self.corpus, canonical_examples(self.corpus, self.valid_ids, data.max_seq_length),
+                                          data.max_seq_length, self.vocab_size, token_characters(self.tokenizer))
+        log.info("examples: %d train, %d valid, %d canonical eval", len(self.train_set), len(self.val_set),
+                 len(self.canonical_set))
 
     def _static_key(self, dataset: PretrainDataset) -> str:
         """Everything the stored masks depend on: tokens, examples, masking settings, seed."""
@@ -176,18 +209,56 @@ class PretrainDataModule(pl.LightningDataModule):
         if self.train_set is not None:
             self.train_set.epoch = epoch
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, shuffle: bool, batch_size: int) -> DataLoader:
         # One seeded permutation per epoch, dealt out rank by rank: the global batch at each step is the
         # same for 1 or N processes (Lightning keeps a sampler it is given: use_distributed_sampler=False).
-        trainer = self.trainer
-        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=self.cfg.run.seed,
-                                     drop_last=shuffle)
-        return DataLoader(dataset, batch_size=self.cfg.trainer.batch_size, sampler=sampler, collate_fn=collate,
+        sampler = ResumableSampler(dataset, num_replicas=self._world()[0], rank=self._world()[1], shuffle=shuffle,
+                                   seed=self.cfg.run.seed, drop_last=shuffle)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate,
                           num_workers=self.cfg.data.num_workers, drop_last=shuffle)
 
+    def _world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        """One loader batch = one optimizer step on this rank: accumulate_grad_batches micro-batches of
+        batch_size, split by PretrainModule, which normalises the loss over all of them."""
+        t = self.cfg.trainer
+        loader = self._loader(self.train_set, shuffle=True, batch_size=t.batch_size * t.accumulate_grad_batches)
+        position = self._resume_position
+        if position and self.trainer is not None and position["epoch"] == self.trainer.current_epoch:
+            loader.sampler.skip = position["batches"] * loader.batch_size  # continue the epoch where it stopped
+        self._resume_position = {}
+        return loader
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+        return self._loader(self.val_set, shuffle=False, batch_size=self.cfg.trainer.batch_size)
+
+    def canonical_loader(self) -> DataLoader:
+        """This rank's share of the canonical evaluation set, in fixed batches (see data/canonical.py)."""
+        return self._loader(self.canonical_set, shuffle=False, batch_size=EVAL_BATCH_SIZE)
+
+    def state_dict(self) -> dict[str, int]:
+        """Saved in every checkpoint: the epoch and the batches of it already trained, so a resumed run
+        continues with the next batch of the same permutation instead of restarting the epoch."""
+        trainer = self.trainer
+        if trainer is None:
+            return {}
+        return {"epoch": trainer.current_epoch,
+                "batches": trainer.fit_loop.epoch_loop.batch_progress.current.processed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume_position = dict(state)
+
+
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler that can start its next epoch `skip` items in (a resumed mid-epoch run).
+    Its length stays the full epoch's, which is what Lightning counts a resumed epoch against."""
+
+    skip = 0
+
+    def __iter__(self) -> Any:
+        indices = list(super().__iter__())
+        skip, self.skip = self.skip, 0
+        return iter(indices[skip:])

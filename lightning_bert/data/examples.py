@@ -30,31 +30,33 @@ def _chunks(corpus: Any, budget: int) -> tuple[list[int], list[int], list[int]]:
     return starts.tolist(), ends.tolist(), first[np.asarray(corpus.document_offsets)].tolist()
 
 
-def _pack(starts: list[int], ends: list[int], doc_first: list[int], docs: list[int], budget: int,
-          cross_doc: bool) -> list[Row]:
-    """Greedy packing of whole pieces (RoBERTa FULL-SENTENCES / DOC-SENTENCES). An example is one
-    contiguous token range, so it only crosses into a document that directly follows in the corpus."""
+def _pack(corpus: Any, docs: list[int], budget: int, cross_doc: bool, first_used: int = 0) -> list[Row]:
+    """Fill examples to exactly `budget` slots from the token stream (RoBERTa FULL-SENTENCES with
+    cross_doc, DOC-SENTENCES without): a sentence that does not fit continues in the next example, so
+    no slot stays empty except at the end of a document (DOC-SENTENCES) or of a contiguous run of
+    documents. An example is one contiguous token range, so it only crosses into a document that
+    directly follows in the corpus; each crossing costs one slot, the [SEP] encode_example inserts.
+    `first_used` > 0 shortens the first example, which shifts every later boundary (a new packing)."""
+    sentences, documents = np.asarray(corpus.sentence_offsets), np.asarray(corpus.document_offsets)
     rows: list[Row] = []
-    start = end = -1  # current example's range; start < 0 = empty
-    used = 0
+    start, end, used = -1, -1, 0  # current example's token range and slots used; start < 0 = none open
+    offset = first_used  # slots the very first example gives up
     for d in docs:
-        sep = 0
+        lo, hi = int(sentences[documents[d]]), int(sentences[documents[d + 1]])
+        if start >= 0 and (not cross_doc or lo != end or used + 1 >= budget):
+            rows.append((start, end, -1, -1, -1))  # a gap in the stream, or no room for the [SEP] and a token
+            start = -1
         if start >= 0:
-            if cross_doc and starts[doc_first[d]] == end:
-                sep = 1  # the [SEP] that encode_example inserts at this boundary counts against the budget
-            else:
-                rows.append((start, end, -1, -1, -1))
-                start = -1
-        for c in range(doc_first[d], doc_first[d + 1]):
-            n = ends[c] - starts[c]
-            if start >= 0 and used + sep + n > budget:
-                rows.append((start, end, -1, -1, -1))
-                start = -1
+            used += 1  # the [SEP] before this document's first token
+        pos = lo
+        while pos < hi:
             if start < 0:
-                start, used, sep = starts[c], 0, 0
-            used += n + sep
-            sep = 0
-            end = ends[c]
+                start, used, offset = pos, offset, 0
+            take = min(hi - pos, budget - used)
+            pos, used, end = pos + take, used + take, pos + take
+            if used >= budget:
+                rows.append((start, end, -1, -1, -1))
+                start, used = -1, 0
     if start >= 0:
         rows.append((start, end, -1, -1, -1))
     return rows
@@ -120,10 +122,11 @@ def _pairs(starts: list[int], ends: list[int], doc_first: list[int], docs: list[
 
 def build_examples(corpus: Any, sentence: str, max_seq_length: int, rng: np.random.Generator,
                    short_seq_prob: float = 0.1, cross_doc: bool = True,
-                   doc_ids: Optional[np.ndarray] = None) -> np.ndarray:
+                   doc_ids: Optional[np.ndarray] = None, shift: bool = False) -> np.ndarray:
     """All examples of the documents `doc_ids` (default all) as an EXAMPLE_DTYPE array, in corpus order.
-    none: packed single segments of <= max_seq_length-2 tokens (+1 per crossed document boundary);
-    nsp/sop: pairs of <= max_seq_length-3 tokens. Every random choice comes from `rng`."""
+    none: packed single segments filling max_seq_length-2 slots (a [SEP] per crossed document boundary
+    takes one); nsp/sop: pairs of <= max_seq_length-3 tokens. Every random choice comes from `rng`;
+    `shift` starts the packing at a random offset (a static-masking duplicate's own packing)."""
     if sentence not in SENTENCE_TASKS:
         raise UserError(f"sentence task {sentence!r} is unknown; choose one of {', '.join(SENTENCE_TASKS)}")
     budget = max_seq_length - (2 if sentence == "none" else 3)
@@ -131,7 +134,7 @@ def build_examples(corpus: Any, sentence: str, max_seq_length: int, rng: np.rand
     wanted = range(len(doc_first) - 1) if doc_ids is None else np.unique(np.asarray(doc_ids, dtype=np.int64))
     docs = [int(d) for d in wanted if doc_first[d] < doc_first[d + 1]]  # documents with tokens
     if sentence == "none":
-        rows = _pack(starts, ends, doc_first, docs, budget, cross_doc)
+        rows = _pack(corpus, docs, budget, cross_doc, int(rng.integers(1, budget)) if shift else 0)
     else:
         if sentence == "nsp" and len(docs) < 2:
             raise UserError(f"objective.sentence=nsp needs at least two non-empty documents; found {len(docs)}")
