@@ -21,7 +21,10 @@ def encoder_config(cfg: DictConfig, vocab_size: int) -> EncoderConfig:
                          intermediate_size=ffn, embedding_size=model.embedding_size,
                          share_layers=model.share_layers, norm=model.norm, dropout=model.dropout,
                          attention_dropout=model.attention_dropout, attention=model.attention,
-                         position_biased_input=model.position_biased_input,
+                         position_biased_input=model.biased_input(),
+                         max_relative_positions=model.max_relative_positions,
+                         position_buckets=model.position_buckets or 0, share_att_key=model.share_att_key,
+                         pos_att_type=tuple(model.pos_att_type),
                          max_position_embeddings=max(model.max_position_embeddings, cfg.data.max_seq_length))
 
 

@@ -107,7 +107,11 @@ class ModelConfig:
     attention_dropout: float = 0.1  # dropout on attention probabilities
     max_position_embeddings: int = 512  # learned absolute positions
     attention: str = "absolute"  # absolute (BERT) | disentangled (DeBERTa) | relative (Transformer-XL / XLNet)
-    position_biased_input: bool = True  # add absolute position embeddings at the input (DeBERTa-v3, XLNet: false)
+    position_biased_input: Optional[bool] = None  # absolute position embeddings at the input; null = only when attention=absolute
+    max_relative_positions: int = -1  # DeBERTa: relative distances clamped at k (-1 = max_position_embeddings)
+    position_buckets: Optional[int] = None  # DeBERTa v2/v3: log-bucketed distances (v3: 256); null = exact up to k
+    share_att_key: bool = True  # DeBERTa: positions through the content Q/K projections (v3), false = their own
+    pos_att_type: list[str] = field(default_factory=lambda: ["c2p", "p2c"])  # DeBERTa terms besides c2c: c2p, p2c
 
     def __post_init__(self) -> None:
         check_choice("model", "size", self.size, tuple(MODEL_SIZES))
@@ -122,6 +126,22 @@ class ModelConfig:
                 check_range("model", name, value >= 1, ">= 1", value)
         hidden, heads = self.dims()[1:3]
         check_range("model", "num_heads", hidden % heads == 0, f"a divisor of hidden_size {hidden}", heads)
+        if self.attention == "absolute" and self.position_biased_input is False:
+            raise ConfigError("model.position_biased_input=false leaves model.attention=absolute without positions; "
+                              "use attention=disentangled or relative")
+        check_range("model", "max_relative_positions", self.max_relative_positions == -1 or self.max_relative_positions >= 1,
+                    "-1 or >= 1", self.max_relative_positions)
+        if self.position_buckets is not None:
+            check_range("model", "position_buckets", self.position_buckets >= 2, "a positive count >= 2 (null = off)",
+                        self.position_buckets)
+        for term in self.pos_att_type:
+            check_choice("model", "pos_att_type", term, ("c2p", "p2c"))
+        if len(set(self.pos_att_type)) != len(self.pos_att_type):
+            raise ConfigError(f"model.pos_att_type={list(self.pos_att_type)} repeats a term; choose a subset of c2p, p2c")
+
+    def biased_input(self) -> bool:
+        """position_biased_input resolved: on for absolute attention, off for the relative kinds."""
+        return self.attention == "absolute" if self.position_biased_input is None else self.position_biased_input
 
     def dims(self) -> tuple[int, int, int, int]:
         """(layers, hidden, heads, ffn) after overrides."""
@@ -159,6 +179,7 @@ class ObjectiveConfig:
     sentence: str = "none"  # none (RoBERTa) | nsp (BERT) | sop (ALBERT)
     sbo: bool = False  # SpanBERT span boundary objective (needs masking.unit=span)
     sentence_weight: float = 1.0  # weight of the sentence-task loss
+    emd: bool = False  # DeBERTa enhanced mask decoder: absolute positions + the last layer twice before the MLM head
 
     def __post_init__(self) -> None:
         check_choice("objective", "sentence", self.sentence, ("none", "nsp", "sop"))
@@ -260,6 +281,19 @@ class Config:
     def __post_init__(self) -> None:
         if self.objective.sbo and self.masking.unit != "span":
             raise ConfigError("objective.sbo=true needs masking.unit=span")
+        self._check_relative_table()
+
+    def _check_relative_table(self) -> None:
+        """DeBERTa's relative table must fit the longest sequence, and log buckets need room to grow."""
+        longest = max(self.model.max_position_embeddings, self.data.max_seq_length)
+        k = self.model.max_relative_positions
+        if k > longest:
+            raise ConfigError(f"model.max_relative_positions={k} is larger than the sequence allows; it must be -1 "
+                              f"or in [1, {longest}] (max of model.max_position_embeddings and data.max_seq_length)")
+        buckets, k = self.model.position_buckets, (k if k >= 1 else longest)
+        if buckets is not None and buckets // 2 >= k - 1:
+            raise ConfigError(f"model.position_buckets={buckets} is too many for distances up to "
+                              f"max_relative_positions={k}; it must be below {2 * (k - 1)}")
 
 
 def experiment_names() -> list[str]:

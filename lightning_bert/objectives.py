@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from lightning_bert.data.masking import IGNORE  # label of positions that are not predicted
 from lightning_bert.errors import UserError
+from lightning_bert.model.disentangled import EnhancedMaskDecoder
 from lightning_bert.model.encoder import BertEncoder
 from lightning_bert.model.heads import MLMHead, PairHead
 
@@ -68,12 +69,20 @@ class MaskedLM(Objective):
         super().__init__()
         self.head = MLMHead(encoder)
         self.num_classes = encoder.config.vocab_size
+        # DeBERTa's EMD decodes the masked rows from the second-to-last layer; same metric name "mlm"
+        self.emd = EnhancedMaskDecoder(encoder) if cfg.objective.get("emd", False) else None
+        self.needs_layers = self.emd is not None
 
     def forward(self, hidden: Tensor, batch: dict[str, Tensor],
                 layers: Optional[list[Tensor]] = None) -> ObjectiveOutput:
         labels = batch["mlm_labels"]
         selected = labels != IGNORE
-        logits = self.head(hidden[selected])
+        if self.emd is None:
+            rows = hidden[selected]
+        else:
+            rows = self.emd(layers, selected, batch["input_ids"], batch.get("token_type_ids"),
+                            batch.get("attention_mask"))
+        logits = self.head(rows)
         target = labels[selected]
         return ObjectiveOutput(F.cross_entropy(logits.float(), target, reduction="sum"), logits.argmax(-1), target)
 
