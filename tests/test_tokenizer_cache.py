@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
+from conftest import TINY
+
 from lightning_bert.data.cache import corpus_key, tokenized_corpus
 from lightning_bert.data.corpus import read_documents
 from lightning_bert.data.datamodule import split_documents
@@ -68,3 +70,71 @@ def test_validation_split_holds_out_whole_documents() -> None:
     assert np.array_equal(split_documents(100, 0.05)[1], valid)  # fixed, whatever the run seed
     with pytest.raises(UserError, match="document"):
         split_documents(2, 0.05)
+
+
+def _prepared(overrides: list[str]):
+    from lightning_bert.config import load
+    from lightning_bert.data.datamodule import PretrainDataModule
+
+    data = PretrainDataModule(load(overrides))
+    data.prepare()
+    return data
+
+
+def test_streamed_preparation_equals_the_list_path_and_a_hit_reads_no_text(
+        tiny_overrides: list[str], shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import lightning_bert.data.corpus as corpus_module
+
+    docs = read_documents([str(shared_data / "wikipedia-en" / "valid.txt")])[:60]
+    data = _prepared(tiny_overrides)
+    # Same split as split_documents on the full list; same arrays as tokenizing that list.
+    train, valid = split_documents(len(docs), 0.05)
+    assert np.array_equal(data.train_ids, train) and np.array_equal(data.valid_ids, valid)
+    reference = tokenized_corpus(docs, "reference", data.tokenizer, tmp_path / "ref")
+    assert np.array_equal(data.corpus.tokens, reference.tokens)
+    assert np.array_equal(data.corpus.sentence_offsets, reference.sentence_offsets)
+    assert np.array_equal(data.corpus.document_offsets, reference.document_offsets)
+    # The tokenizer saw the train documents only: a word of the held-out block alone is not in it.
+    held_out_words = set(" ".join(docs[i] for i in valid).lower().split())
+    train_words = set(" ".join(docs[i] for i in train).lower().split())
+    only_held_out = [w for w in held_out_words - train_words if w.isalpha() and len(w) > 6]
+    assert only_held_out and all(data.tokenizer.token_to_id(w) is None for w in only_held_out)
+
+    def no_reading(path: str):
+        raise AssertionError(f"a cache hit read {path}")
+
+    monkeypatch.setattr(corpus_module, "read_lines", no_reading)
+    again = _prepared(tiny_overrides)  # a restart: identified by file stats and samples, nothing re-read
+    assert again.data_key == data.data_key and np.array_equal(again.corpus.tokens, data.corpus.tokens)
+    assert np.array_equal(again.valid_ids, data.valid_ids)
+
+
+def test_a_changed_file_is_a_new_corpus(tmp_path: Path, shared_data: Path) -> None:
+    from lightning_bert.data.corpus import file_source
+
+    path = tmp_path / "docs.txt"
+    docs = read_documents([str(shared_data / "wikipedia-en" / "valid.txt")])[:5]
+    path.write_text("\n\n".join(docs))
+    first = file_source([str(path)])
+    assert list(first) == docs and file_source([str(path)]).key == first.key
+    assert file_source([str(path)], limit=3).key != first.key and len(list(file_source([str(path)], limit=3))) == 3
+    path.write_text("\n\n".join(reversed(docs)))  # same size, new content
+    assert file_source([str(path)]).key != first.key
+
+
+def test_an_overlong_word_is_unk_and_never_trained_on(tmp_path: Path, shared_data: Path) -> None:
+    # One unbroken 1 MB line, like a blob in web text: WordPiece training never finished on it.
+    import random
+
+    from lightning_bert.data.tokenizer import MAX_WORD_CHARS, UNK_ID
+
+    docs = read_documents([str(shared_data / "wikipedia-en" / "valid.txt")])[:20]
+    blob = random.Random(0).randbytes(500_000).hex()
+    (tmp_path / "web.txt").write_text("\n\n".join(docs[:10] + [f"A blob follows {blob} and text goes on."] + docs[10:]))
+    data = _prepared(TINY + [f"data.path={tmp_path / 'web.txt'}", f"data.cache_dir={tmp_path / 'cache'}",
+                             "data.valid_fraction=0.1"])
+    assert max(len(token) for token in data.tokenizer.get_vocab()) <= MAX_WORD_CHARS
+    start, stop = data.corpus.doc_token_range(10)
+    tokens = [data.tokenizer.id_to_token(int(i)) for i in data.corpus.tokens[start:stop]]
+    assert tokens.count("[UNK]") == 1 and stop - start < 30  # the whole blob is one [UNK]
+    assert data.tokenizer.token_to_id("[UNK]") == UNK_ID

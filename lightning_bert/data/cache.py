@@ -10,9 +10,10 @@ import json
 import logging
 import os
 import shutil
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -61,9 +62,36 @@ def corpus_key(documents: Sequence[str]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _encode(documents: Sequence[str], tokenizer: Tokenizer, out: Path) -> None:
-    sentence_lengths: list[int] = []
-    doc_sentence_counts: list[int] = []
+def document_count(documents: Iterable[str], key: str, cache_dir: Path) -> int:
+    """How many documents `documents` (identified by `key`) holds: counted in one streaming pass the
+    first time, then read from a small manifest beside the cache (the train/valid split needs it first)."""
+    path = cache_dir / f"documents-{key}.json"
+    if path.is_file():
+        return int(json.loads(path.read_text())["documents"])
+    count = sum(1 for _ in documents)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps({"documents": count, "version": CACHE_VERSION}))
+    tmp.replace(path)
+    return count
+
+
+def _offsets(path: Path, counts: "array[int]") -> None:
+    """Save [0, cumsum(counts)] as int64 .npy, written in chunks (never a second full-size copy)."""
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.int64, shape=(len(counts) + 1,))
+    out[0], total, step = 0, 0, 1 << 20
+    for i in range(0, len(counts), step):
+        part = np.cumsum(np.frombuffer(counts, dtype=np.int64, count=min(step, len(counts) - i), offset=8 * i)) + total
+        out[i + 1:i + 1 + len(part)] = part
+        total = int(part[-1])
+    out.flush()
+    del out
+
+
+def _encode(documents: Iterable[str], tokenizer: Tokenizer, out: Path) -> int:
+    """Stream documents -> sentences -> batched encode -> token files; returns the document count.
+    Memory holds one batch of sentences plus 8 bytes per sentence and per document for the offsets."""
+    sentence_lengths, doc_sentence_counts = array("q"), array("q")
     with open(out / "tokens.bin", "wb") as tok_file, open(out / "word_starts.bin", "wb") as word_file:
         pending: list[str] = []
 
@@ -86,8 +114,9 @@ def _encode(documents: Sequence[str], tokenizer: Tokenizer, out: Path) -> None:
                 flush()
         flush()
     # Sentences that tokenize to nothing stay as empty ranges: harmless, and offsets stay aligned.
-    np.save(out / "sentence_offsets.npy", np.concatenate([[0], np.cumsum(sentence_lengths)]).astype(np.int64))
-    np.save(out / "document_offsets.npy", np.concatenate([[0], np.cumsum(doc_sentence_counts)]).astype(np.int64))
+    _offsets(out / "sentence_offsets.npy", sentence_lengths)
+    _offsets(out / "document_offsets.npy", doc_sentence_counts)
+    return len(doc_sentence_counts)
 
 
 def _open(path: Path) -> TokenizedCorpus:
@@ -116,14 +145,15 @@ def build_once(path: Path, build: Callable[[Path], None], what: str) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def tokenized_corpus(documents: Sequence[str], key: str, tokenizer: Tokenizer, cache_dir: Path) -> TokenizedCorpus:
-    """Tokenize `documents` (whose content hash is `key`) once; later calls map the cached arrays."""
+def tokenized_corpus(documents: Iterable[str], key: str, tokenizer: Tokenizer, cache_dir: Path) -> TokenizedCorpus:
+    """Tokenize `documents` (identified by `key`) once, streaming them in a single pass; later calls map
+    the cached arrays and never touch `documents`."""
     tok_key = hashlib.sha256(tokenizer.to_str().encode()).hexdigest()[:16]
     path = cache_dir / f"corpus-{key}-{tok_key}"
 
     def build(tmp: Path) -> None:
-        _encode(documents, tokenizer, tmp)
-        (tmp / "meta.json").write_text(json.dumps({"documents": len(documents), "version": CACHE_VERSION}))
+        count = _encode(documents, tokenizer, tmp)
+        (tmp / "meta.json").write_text(json.dumps({"documents": count, "version": CACHE_VERSION}))
 
     build_once(path, build, "tokenized corpus")
     return _open(path)

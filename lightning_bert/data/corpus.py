@@ -6,13 +6,17 @@ import ast
 import functools
 import glob
 import gzip
+import hashlib
+import itertools
 import json
 import logging
 import os
 import re
+import sys
 import sysconfig
 import zlib
-from typing import BinaryIO, Callable, Iterable, Iterator, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Optional, Sequence
 
 from ..errors import UserError
 
@@ -252,15 +256,19 @@ def _docstring_paragraphs(doc: str) -> list[str]:
     return [" ".join(block.split()) for block in _blocks(doc) if block.strip()]
 
 
-@functools.lru_cache(maxsize=1)
-def _stdlib_documents() -> tuple[str, ...]:
+def _stdlib_files() -> list[str]:
     root = sysconfig.get_paths()["stdlib"]
     files = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if d not in _SKIP_DIRS]
         files += [os.path.join(dirpath, f) for f in filenames if f.endswith(".py")]
+    return sorted(files, key=lambda p: os.path.relpath(p, root))
+
+
+@functools.lru_cache(maxsize=1)
+def _stdlib_documents() -> tuple[str, ...]:
     docs = []
-    for path in sorted(files, key=lambda p: os.path.relpath(p, root)):
+    for path in _stdlib_files():
         try:
             with open(path, "rb") as f:
                 tree = ast.parse(f.read(), filename=path)
@@ -283,22 +291,14 @@ def builtin_documents() -> list[str]:
 _LOCAL_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text"}
 
 
-def hf_documents(name: str, split: str = "train", text_field: str = "text") -> list[str]:
-    """Documents from `datasets.load_dataset`: NAME, NAME/CONFIG, ORG/NAME/CONFIG, or a local dir/file."""
+def _hf_dataset(name: str, split: str, text_field: str) -> Any:
+    """`datasets.load_dataset` for NAME, NAME/CONFIG, ORG/NAME/CONFIG, or a local dir/file (memory-mapped)."""
     try:
         import datasets
     except ImportError:
         msg = f"reading Hugging Face dataset {name!r} needs the datasets package: pip install datasets"
         raise CorpusError(msg) from None
-    if os.path.isfile(name):
-        ext = os.path.splitext(name.removesuffix(".gz"))[1]
-        if ext not in _LOCAL_BUILDERS:
-            raise CorpusError(f"cannot load {name} as a dataset; allowed file types: {', '.join(_LOCAL_BUILDERS)}")
-        args, kwargs = [_LOCAL_BUILDERS[ext]], {"data_files": name}
-    elif os.path.isdir(name) or name.count("/") not in (1, 2):
-        args, kwargs = [name], {}
-    else:
-        args, kwargs = name.rsplit("/", 1), {}
+    args, kwargs = hf_load_args(name)
     try:
         ds = datasets.load_dataset(*args, split=split, **kwargs)
     except (OSError, ValueError, ConnectionError) as e:
@@ -306,7 +306,95 @@ def hf_documents(name: str, split: str = "train", text_field: str = "text") -> l
         raise CorpusError(f"cannot load Hugging Face dataset {name!r} split {split!r}: {msg}") from None
     if text_field not in ds.column_names:
         raise CorpusError(f"dataset {name!r} has no column {text_field!r}; columns: {', '.join(ds.column_names)}")
-    docs = [d for d in (_clean(t) for t in ds[text_field] if isinstance(t, str)) if d]
-    if not docs:
+    return ds
+
+
+def hf_load_args(name: str) -> tuple[list[str], dict[str, Any]]:
+    """load_dataset's positional and keyword arguments for a dataset name, local directory or file."""
+    if os.path.isfile(name):
+        ext = os.path.splitext(name.removesuffix(".gz"))[1]
+        if ext not in _LOCAL_BUILDERS:
+            raise CorpusError(f"cannot load {name} as a dataset; allowed file types: {', '.join(_LOCAL_BUILDERS)}")
+        return [_LOCAL_BUILDERS[ext]], {"data_files": name}
+    if os.path.isdir(name) or name.count("/") not in (1, 2):
+        return [name], {}
+    return name.rsplit("/", 1), {}
+
+
+def _iter_hf(ds: Any, name: str, split: str, text_field: str) -> Iterator[str]:
+    found = 0
+    for batch in ds.select_columns([text_field]).iter(batch_size=1024):  # column batches, not the whole column
+        for text in batch[text_field]:
+            doc = _clean(text) if isinstance(text, str) else ""
+            if doc:
+                found += 1
+                yield doc
+    if not found:
         raise CorpusError(f"dataset {name!r} split {split!r} has no non-empty {text_field!r} texts")
-    return docs
+
+
+def hf_documents(name: str, split: str = "train", text_field: str = "text") -> list[str]:
+    """Documents from `datasets.load_dataset`: NAME, NAME/CONFIG, ORG/NAME/CONFIG, or a local dir/file."""
+    return list(_iter_hf(_hf_dataset(name, split, text_field), name, split, text_field))
+
+
+# ---- a corpus as a source: re-readable documents with a cheap identity ----------------------------
+
+SOURCE_VERSION = 2  # bump when a reader changes what documents it yields (2: WikiText titles after blanks)
+SAMPLE_BYTES = 1 << 16  # bytes hashed at each of SAMPLES evenly spaced places of a file
+SAMPLES = 16
+
+
+@dataclass(frozen=True)
+class DocumentSource:
+    """Documents that can be read again and again (each `iter` streams them afresh) and `key`, an
+    identity found without reading them: file sizes, mtimes and sampled bytes; a dataset's fingerprint."""
+
+    key: str
+    open: Callable[[], Iterator[str]]
+    limit: Optional[int] = None  # the first `limit` documents only (data.max_documents)
+
+    def __iter__(self) -> Iterator[str]:
+        docs = self.open()
+        return itertools.islice(docs, self.limit) if self.limit else docs
+
+
+def file_fingerprint(path: str) -> list[Any]:
+    """(size, mtime, hash of SAMPLES slices): changes when the file does, costs ~1 MB of reading."""
+    st = os.stat(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for i in range(SAMPLES):
+            f.seek(max(0, (st.st_size - SAMPLE_BYTES) * i // max(1, SAMPLES - 1)))
+            digest.update(f.read(SAMPLE_BYTES))
+    return [st.st_size, st.st_mtime_ns, digest.hexdigest()[:16]]
+
+
+def _key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps([SOURCE_VERSION, *parts]).encode()).hexdigest()[:16]
+
+
+def file_source(paths: Sequence[str], fmt: str = "auto", text_field: str = "text",
+                limit: Optional[int] = None) -> DocumentSource:
+    """The documents of files/globs, identified by their fingerprints (their content is not read here)."""
+    if fmt not in FORMATS:
+        raise CorpusError(f"unknown corpus format {fmt!r}; allowed: {', '.join(FORMATS)}")
+    files = expand_paths([paths] if isinstance(paths, str) else paths)
+    for path in files:
+        _open_binary(path).close()  # missing, a directory, unreadable: fail now, before any work
+    key = _key("files", fmt, text_field if fmt in ("auto", "jsonl") else "", limit, [file_fingerprint(p) for p in files])
+    return DocumentSource(key, functools.partial(iter_documents, files, fmt, text_field), limit)
+
+
+def builtin_source(limit: Optional[int] = None) -> DocumentSource:
+    """The stdlib docstrings, identified by the stdlib files' names, sizes and mtimes (parsed only if read)."""
+    root = sysconfig.get_paths()["stdlib"]
+    stats = [(os.path.relpath(p, root), os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in _stdlib_files()]
+    return DocumentSource(_key("builtin", sys.version, limit, stats), lambda: iter(_stdlib_documents()), limit)
+
+
+def hf_source(name: str, split: str = "train", text_field: str = "text", limit: Optional[int] = None) -> DocumentSource:
+    """A Hugging Face dataset (memory-mapped Arrow), identified by the dataset's own fingerprint."""
+    ds = _hf_dataset(name, split, text_field)
+    key = _key("hf", name, split, text_field, limit, ds._fingerprint)
+    return DocumentSource(key, lambda: _iter_hf(ds, name, split, text_field), limit)

@@ -22,6 +22,7 @@ from lightning_bert.data.canonical import EVAL_BATCH_SIZE, CanonicalSet, canonic
 from lightning_bert.data.corpus import DocumentSource, builtin_source, file_source, hf_source
 from lightning_bert.data.examples import build_examples, encode_example
 from lightning_bert.data.masking import IGNORE, dynamic_rng, mask_example, static_rng
+from lightning_bert.data.permutation import permutation_example
 from lightning_bert.data.static_masks import StoredMasks, stored_masks
 from lightning_bert.data.tokenizer import PAD_ID, load_tokenizer, tokenizer_for
 from lightning_bert.errors import UserError
@@ -29,7 +30,8 @@ from lightning_bert.errors import UserError
 log = logging.getLogger(__name__)
 SPLIT_SEED = 1234  # the train/valid split is fixed, whatever run.seed is: variants see the same data
 PAD_VALUES = {"input_ids": PAD_ID, "token_type_ids": 0, "attention_mask": 0, "mlm_labels": IGNORE,
-              "sbo_left": -1, "sbo_right": -1, "mlm_chars": 0}
+              "sbo_left": -1, "sbo_right": -1, "mlm_chars": 0,
+              "plm_order": -1}
 
 
 def document_source(data: DictConfig) -> DocumentSource:
@@ -80,6 +82,8 @@ class PretrainDataset(Dataset):
         self.duplicate_starts = np.zeros(1, dtype=np.int64) if duplicate_starts is None else duplicate_starts
         self.epoch = 0
         self.stored: Optional[StoredMasks] = None  # static masks read from the cache instead of drawn
+        objective = cfg.objective  # XLNet's PLM: (K, max span); items carry plm_order, no corruption
+        self.plm = (int(objective.plm_k), int(objective.plm_max_span)) if objective.get("lm") == "plm" else None
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -92,18 +96,24 @@ class PretrainDataset(Dataset):
     def _mask(self, encoded: dict[str, np.ndarray], duplicate: int, example_index: int) -> dict[str, np.ndarray]:
         rng = (static_rng(self.seed, duplicate, example_index) if self.static
                else dynamic_rng(self.seed, self.epoch, example_index))
+        if self.plm is not None:
+            return permutation_example(encoded["input_ids"], encoded["special"], *self.plm, rng)
         return mask_example(encoded["input_ids"], encoded["special"], encoded["word_starts"], self.masking,
                             self.vocab_size, rng)
 
     def draw_mask(self, index: int) -> dict[str, np.ndarray]:
         """Item `index`'s mask drawn from its seeded generator (what static masks store)."""
-        return self._mask(encode_example(self.corpus, self.examples[index], self.max_seq_length), *self._locate(index))
+        item = self._mask(encode_example(self.corpus, self.examples[index], self.max_seq_length), *self._locate(index))
+        if self.plm is not None:  # PLM items are redrawn from their static generator when served; store the targets
+            item = {"input_ids": item["input_ids"],
+                    "mlm_labels": np.where(item["plm_order"] > 0, item["input_ids"], IGNORE)}
+        return item
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
         duplicate, example_index = self._locate(index)
         example = self.examples[index]
         encoded = encode_example(self.corpus, example, self.max_seq_length)
-        if self.stored is not None:
+        if self.stored is not None and self.plm is None:
             item = self.stored.apply(index, encoded["input_ids"])
         else:
             item = self._mask(encoded, duplicate, example_index)

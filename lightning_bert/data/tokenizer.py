@@ -7,8 +7,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import re
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Iterator, Optional
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
@@ -52,11 +54,30 @@ def _unigram(vocab_size: int, lowercase: bool, min_frequency: int) -> tuple[Toke
 
 BUILDERS = {"wordpiece": _wordpiece, "bpe": _bpe, "unigram": _unigram}
 
+# BERT's max_input_chars_per_word: a longer word (a base64 blob, a run of symbols) encodes as [UNK].
+# Trainers are super-linear in word length (a 1 MB word never finishes), so such words are left out
+# of training: they cannot enter the vocabulary, and training time stays linear in corpus size.
+MAX_WORD_CHARS = 100
+_OVERLONG = re.compile(r"\S{%d,}" % (MAX_WORD_CHARS + 1))
 
-def train_tokenizer(kind: str, documents: Sequence[str], vocab_size: int, lowercase: bool = True,
-                    min_frequency: int = 2) -> Tokenizer:
+
+def drop_overlong_words(text: str) -> str:
+    """`text` without its whitespace-separated words of more than MAX_WORD_CHARS characters."""
+    return _OVERLONG.sub(" ", text) if len(text) > MAX_WORD_CHARS else text
+
+
+def _training_text(documents: Iterable[str]) -> Iterator[str]:
+    for doc in documents:
+        yield drop_overlong_words(doc)
+
+
+def train_tokenizer(kind: str, documents: Iterable[str], vocab_size: int, lowercase: bool = True,
+                    min_frequency: int = 2, length: Optional[int] = None) -> Tokenizer:
+    """Train on documents streamed from any iterable (never held as a list); `length` is only for progress."""
     tok, trainer = BUILDERS[kind](vocab_size, lowercase, min_frequency)
-    tok.train_from_iterator(documents, trainer=trainer, length=len(documents))
+    if length is None and hasattr(documents, "__len__"):
+        length = len(documents)  # type: ignore[arg-type]
+    tok.train_from_iterator(_training_text(documents), trainer=trainer, length=length)
     check_special_tokens(tok, f"trained {kind} tokenizer")
     return tok
 
@@ -78,18 +99,20 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     return tok
 
 
-def tokenizer_for(documents: Sequence[str], corpus_key: str, kind: str, vocab_size: int, lowercase: bool,
-                  min_frequency: int, cache_dir: Path) -> Tokenizer:
-    """Train on `documents`, or reuse the tokenizer cached for the same corpus and settings."""
-    settings = json.dumps([corpus_key, kind, vocab_size, lowercase, min_frequency])
+def tokenizer_for(documents: Iterable[str], corpus_key: str, kind: str, vocab_size: int, lowercase: bool,
+                  min_frequency: int, cache_dir: Path, length: Optional[int] = None) -> Tokenizer:
+    """Train on `documents` (streamed once), or reuse the tokenizer cached for the same corpus and settings."""
+    settings = json.dumps([corpus_key, kind, vocab_size, lowercase, min_frequency, MAX_WORD_CHARS])
     path = cache_dir / f"tokenizer-{hashlib.sha256(settings.encode()).hexdigest()[:16]}.json"
     if path.is_file():
         log.info("reusing tokenizer %s", path)
         return Tokenizer.from_file(str(path))
-    log.info("training %s tokenizer (vocab %d) on %d documents", kind, vocab_size, len(documents))
-    tok = train_tokenizer(kind, documents, vocab_size, lowercase, min_frequency)
+    if length is None and hasattr(documents, "__len__"):
+        length = len(documents)  # type: ignore[arg-type]
+    log.info("training %s tokenizer (vocab %d) on %s documents", kind, vocab_size, length or "the")
+    tok = train_tokenizer(kind, documents, vocab_size, lowercase, min_frequency, length)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".tmp{os.getpid()}")  # one temporary file per process: ranks never share one
     tok.save(str(tmp))
     tmp.replace(path)  # atomic: a crash never leaves half a tokenizer behind
     # Return what later runs will load: Unigram scores change in the last digits on a JSON round trip,
