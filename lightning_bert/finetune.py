@@ -27,11 +27,11 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from lightning_bert.checkpoint import load_pretrained
-from lightning_bert.model.encoder import init_weights
+from lightning_bert.checkpoint import load_pretrained, read_checkpoint
+from lightning_bert.model.encoder import BertEncoder
 from lightning_bert.config import ConfigError, check_range, check_choice, parse_overrides
 from lightning_bert.errors import UserError
-from lightning_bert.glue import TASKS, TaskSpec, collate, encode, make_metrics, parse_downstream, read_task
+from lightning_bert.glue import HF_GLUE, TASKS, TaskSpec, collate, encode, make_metrics, parse_downstream, read_task
 from lightning_bert.model.heads import PairHead
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,8 @@ class FinetuneConfig:
     accelerator: str = "auto"  # cpu | gpu | auto (Lightning)
     precision: str = "32-true"  # Lightning precision
     progress: bool = True  # Lightning progress bars
-    random_init: bool = False  # re-initialise the encoder: the same-size "no pretraining" baseline
+    random_init: bool = False  # re-initialise the encoder (and pooler): the same-size "no pretraining" baseline
+    pooler: str = "pretrained"  # pretrained (the checkpoint's NSP/SOP pooler, BERT's GLUE recipe; fresh if none) | reinit
 
     def __post_init__(self) -> None:
         for task in self.tasks:
@@ -71,6 +72,7 @@ class FinetuneConfig:
         check_range("finetune", "tasks", len(self.tasks) > 0 or self.sts, "non-empty (or sts=true)", self.tasks)
         check_choice("finetune", "accelerator", self.accelerator, ("auto", "cpu", "gpu", "cuda", "mps"))
         check_choice("finetune", "precision", self.precision, ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true"))
+        check_choice("finetune", "pooler", self.pooler, ("pretrained", "reinit"))
         for name in ("seeds", "batch_size", "epochs", "max_train_examples"):
             value = getattr(self, name)
             check_range("finetune", name, value is None or value >= 1, ">= 1", value)
@@ -101,14 +103,35 @@ def load_config(overrides: Sequence[str] = ()) -> FinetuneConfig:
     return result
 
 
+def pretrained_pooler(ckpt_path: str | Path) -> Optional[dict[str, Tensor]]:
+    """The pooler (dense + tanh on [CLS]) that the checkpoint's NSP or SOP head trained, or None (sentence=none)."""
+    state = read_checkpoint(ckpt_path)["state_dict"]
+    for task in ("nsp", "sop"):
+        prefix = f"objectives.{task}.head.pooler."
+        weights = {k[len(prefix):]: v.clone() for k, v in state.items() if k.startswith(prefix)}
+        if weights:
+            return weights
+    return None
+
+
+def pooler_for(cfg: FinetuneConfig) -> Optional[dict[str, Tensor]]:
+    """The pooler weights fine-tuning starts from: the pretrained one unless pooler=reinit or random_init."""
+    if cfg.random_init or cfg.pooler == "reinit":
+        return None
+    return pretrained_pooler(cfg.ckpt)
+
+
 class GlueModule(L.LightningModule):
-    """Pretrained encoder + BERT's pooler/classifier on [CLS]; cross-entropy, or MSE for STS-B."""
+    """Pretrained encoder + BERT's pooler/classifier on [CLS]; cross-entropy, or MSE for STS-B.
+    `pooler`: weights for the pooler (the pretrained NSP/SOP one); None = freshly initialised."""
 
     def __init__(self, encoder: torch.nn.Module, spec: TaskSpec, lr: float, weight_decay: float,
-                 warmup_steps: int, total_steps: int):
+                 warmup_steps: int, total_steps: int, pooler: Optional[dict[str, Tensor]] = None):
         super().__init__()
         self.encoder, self.spec = encoder, spec
         self.head = PairHead(encoder.config.hidden_size, spec.num_labels)
+        if pooler is not None:
+            self.head.pooler.load_state_dict(pooler)
         self.metrics = make_metrics(spec)
         self.lr, self.weight_decay, self.warmup_steps, self.total_steps = lr, weight_decay, warmup_steps, total_steps
 
@@ -174,7 +197,7 @@ def _quiet_lightning() -> Iterator[None]:
 
 
 def finetune_task(encoder: torch.nn.Module, tokenizer: Any, spec: TaskSpec, cfg: FinetuneConfig,
-                  seeds: Sequence[int]) -> list[dict[str, float]]:
+                  seeds: Sequence[int], pooler: Optional[dict[str, Tensor]] = None) -> list[dict[str, float]]:
     """Fine-tune a fresh copy of `encoder` once per seed; dev metrics of the last epoch (no picking on dev)."""
     train, dev = read_task(spec.name, "train", cfg.glue_dir), read_task(spec.name, "dev", cfg.glue_dir)
     if cfg.max_train_examples and cfg.max_train_examples < len(train):
@@ -188,7 +211,8 @@ def finetune_task(encoder: torch.nn.Module, tokenizer: Any, spec: TaskSpec, cfg:
     results = []
     for seed in seeds:
         L.seed_everything(seed, workers=True, verbose=False)
-        model = GlueModule(copy.deepcopy(encoder), spec, lr, cfg.weight_decay, int(cfg.warmup_ratio * total), total)
+        model = GlueModule(copy.deepcopy(encoder), spec, lr, cfg.weight_decay, int(cfg.warmup_ratio * total), total,
+                           pooler)
         with _quiet_lightning():
             trainer = L.Trainer(max_epochs=epochs, accelerator=cfg.accelerator, devices=1, precision=cfg.precision,
                                 logger=False, enable_checkpointing=False, enable_model_summary=False,
@@ -208,23 +232,51 @@ def summarize(results: dict[str, list[dict[str, float]]]) -> dict[str, float]:
     return out
 
 
+def initial_encoder(cfg: FinetuneConfig) -> tuple[BertEncoder, Any]:
+    """(encoder, tokenizer) fine-tuning starts from: the checkpoint's, or with random_init a freshly built
+    encoder of the same architecture seeded with cfg.seed (every parameter new, whatever its kind)."""
+    encoder, tokenizer, _ = load_pretrained(cfg.ckpt)  # UserError (one line) for a bad path
+    if cfg.random_init:
+        torch.manual_seed(cfg.seed)
+        encoder = BertEncoder(encoder.config)
+    return encoder, tokenizer
+
+
 def run(cfg: FinetuneConfig) -> dict[str, Any]:
     """Load the checkpoint, fine-tune every task for every seed, optionally run the embedding table."""
     from lightning_bert.embeddings import embedding_table, table_summary
 
-    encoder, tokenizer, _ = load_pretrained(cfg.ckpt)  # UserError (one line) for a bad path
-    if cfg.random_init:
-        torch.manual_seed(cfg.seed)
-        encoder.apply(init_weights)
+    encoder, tokenizer = initial_encoder(cfg)
+    pooler = pooler_for(cfg)
+    log.info("pooler: %s", "pretrained (from the checkpoint's sentence head)" if pooler is not None else "fresh")
     seeds = range(cfg.seed, cfg.seed + cfg.seeds)
-    results = {t: finetune_task(encoder, tokenizer, TASKS[t], cfg, seeds) for t in cfg.tasks}
+    results = {t: finetune_task(encoder, tokenizer, TASKS[t], cfg, seeds, pooler) for t in cfg.tasks}
     summary, rows = summarize(results), []
     if cfg.sts:
         use_gpu = cfg.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
         rows = embedding_table(encoder.to("cuda" if use_gpu else "cpu"), tokenizer, cfg.glue_dir)
         summary.update(table_summary(rows))
     return {"ckpt": str(cfg.ckpt), "config": dataclasses.asdict(cfg), "seeds": list(seeds),
+            "pooler": "pretrained" if pooler is not None else "fresh",
             "results": results, "sts": rows, "summary": summary}
+
+
+def check_downstream(cfg_eval: Any) -> None:
+    """Before pretraining: eval.downstream's task names and eval.glue_dir's files must be readable, so a
+    typo fails in a second (UserError, one line) instead of after hours of training."""
+    tasks, sts = parse_downstream(list(cfg_eval.downstream))
+    if str(cfg_eval.glue_dir) == HF_GLUE:
+        try:
+            import datasets  # noqa: F401
+        except ImportError:
+            raise UserError("eval.glue_dir=hf needs the datasets package: pip install datasets") from None
+        return
+    needed = [(t, split) for t in tasks for split in ("train", "dev")] + ([("stsb", "dev")] if sts else [])
+    for task, split in dict.fromkeys(needed):
+        try:
+            read_task(task, split, cfg_eval.glue_dir)
+        except UserError as err:
+            raise UserError(f"eval.glue_dir={cfg_eval.glue_dir} (eval.downstream): {err}") from None
 
 
 def run_downstream(ckpt_path: str | Path, cfg_eval: Any, **overrides: Any) -> dict[str, float]:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -15,10 +18,12 @@ from lightning_bert.checkpoint import encoder_config
 from lightning_bert.config import ConfigError
 from lightning_bert.data.tokenizer import train_tokenizer
 from lightning_bert.errors import UserError
-from lightning_bert.finetune import load_config, main, run_downstream, summarize
+from lightning_bert.finetune import (GlueModule, check_downstream, initial_encoder, load_config, main, pooler_for,
+                                     run_downstream, summarize)
+from lightning_bert.glue import TASKS
 from lightning_bert.glue import read_task
 from lightning_bert.model.encoder import BertEncoder
-from conftest import GLUE_DIR
+from conftest import GLUE_DIR, REPO
 
 
 
@@ -119,12 +124,79 @@ def test_pretraining_then_cli_on_its_checkpoint(tiny_overrides: list[str], tmp_p
     assert all(-1 <= v <= 1 for v in result["summary"].values())
 
 
-def test_random_init_replaces_the_pretrained_weights(sst2_ckpt: Path, tmp_path: Path, one_thread: None) -> None:
-    scores = {}
-    for random_init in ("false", "true"):
-        out = tmp_path / f"{random_init}.json"
-        argv = [f"ckpt={sst2_ckpt}", "tasks=[]", "sts=true", f"glue_dir={GLUE_DIR}", f"output={out}",
-                "progress=false", f"random_init={random_init}", "seed=7"]
-        assert main(argv) == 0
-        scores[random_init] = json.loads(out.read_text())["summary"]["sts/mean/spearman"]
-    assert scores["false"] != scores["true"]
+def test_random_init_is_a_fresh_init_with_the_same_seed(sst2_ckpt: Path) -> None:
+    pretrained, _ = initial_encoder(load_config([f"ckpt={sst2_ckpt}"]))
+    first, _ = initial_encoder(load_config([f"ckpt={sst2_ckpt}", "random_init=true", "seed=7"]))
+    torch.manual_seed(7)
+    fresh = BertEncoder(pretrained.config)
+    state, pre = first.state_dict(), pretrained.state_dict()
+    assert state.keys() == fresh.state_dict().keys()
+    for name, value in fresh.state_dict().items():
+        torch.testing.assert_close(state[name], value, rtol=0, atol=0, msg=name)
+    # and it differs from the checkpoint's weights (which came from seed 0) in every tensor that init draws
+    assert all(not torch.equal(state[n], pre[n]) for n in state if pre[n].std() > 0)
+
+
+def _nsp_checkpoint(path: Path, sentence: str) -> Path:
+    """A PretrainModule (tiny, with an NSP/SOP head when sentence != none) saved in the checkpoint layout."""
+    from lightning_bert.pretrain import PretrainModule
+
+    tokenizer = train_tokenizer("wordpiece", [a for a, _, _ in read_task("sst2", "dev", GLUE_DIR)], 500)
+    cfg = config.load(["model.hidden_size=32", "model.intermediate_size=64", "model.num_layers=1",
+                       f"objective.sentence={sentence}"])
+    torch.manual_seed(3)
+    module = PretrainModule(config.to_dict(cfg), tokenizer.get_vocab_size())
+    with torch.no_grad():  # a pooler that no fresh init could produce
+        for p in module.parameters():
+            p.add_(torch.rand_like(p))
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": {"config": config.to_dict(cfg)},
+                "tokenizer": tokenizer.to_str()}, path)
+    return path
+
+
+@pytest.mark.parametrize("sentence", ["nsp", "sop"])
+def test_finetuning_keeps_the_pretrained_pooler(sentence: str, tmp_path: Path) -> None:
+    ckpt = _nsp_checkpoint(tmp_path / "p.ckpt", sentence)
+    saved = torch.load(ckpt, weights_only=False)["state_dict"]
+    cfg = load_config([f"ckpt={ckpt}"])
+    encoder, _ = initial_encoder(cfg)
+    model = GlueModule(encoder, TASKS["mrpc"], 1e-4, 0.01, 1, 10, pooler_for(cfg))
+    for name in ("weight", "bias"):  # the GlueModule's pooler, as fine-tuning starts, is the checkpoint's
+        torch.testing.assert_close(getattr(model.head.pooler, name), saved[f"objectives.{sentence}.head.pooler.{name}"],
+                                   rtol=0, atol=0)
+    for option in (["pooler=reinit"], ["random_init=true"]):  # BERT's recipe is the default, not the only choice
+        cfg = load_config([f"ckpt={ckpt}", *option])
+        assert pooler_for(cfg) is None
+        fresh = GlueModule(encoder, TASKS["mrpc"], 1e-4, 0.01, 1, 10, pooler_for(cfg)).head.pooler.weight
+        assert not torch.equal(fresh, saved[f"objectives.{sentence}.head.pooler.weight"])
+    assert pooler_for(load_config([f"ckpt={_nsp_checkpoint(tmp_path / 'n.ckpt', 'none')}"])) is None
+    with pytest.raises(ConfigError, match="finetune.pooler='keep' is not allowed"):
+        load_config([f"ckpt={ckpt}", "pooler=keep"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("eval.glue_dir=/no/such/glue", "GLUE file not found: /no/such/glue/SST-2/train.tsv"),
+    ("eval.downstream=[glue:qnli]", "eval.downstream='qnli' is not allowed"),
+])
+def test_bad_downstream_stops_before_pretraining(override: str, message: str, tiny_overrides: list[str],
+                                                 tmp_path: Path) -> None:
+    argv = [*tiny_overrides, "eval.downstream=[glue:sst2,sts]", override, "run.name=never"]
+    start = time.time()
+    proc = subprocess.run([sys.executable, "train.py", *argv], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
+    assert not (tmp_path / "runs" / "never").exists() and not (tmp_path / "cache").exists()  # no data work done
+    assert time.time() - start < 30
+
+
+def test_check_downstream_reads_every_needed_file(tmp_path: Path) -> None:
+    import shutil
+
+    eval_cfg = config.load(["eval.downstream=[glue:mrpc,sts]", f"eval.glue_dir={tmp_path}"]).eval
+    shutil.copytree(GLUE_DIR / "MRPC", tmp_path / "MRPC")
+    with pytest.raises(UserError, match="STS-B/dev.tsv"):  # sts needs STS-B dev
+        check_downstream(eval_cfg)
+    shutil.copytree(GLUE_DIR / "STS-B", tmp_path / "STS-B")
+    check_downstream(eval_cfg)
+    (tmp_path / "MRPC" / "dev.tsv").write_text("Quality\n1\tonly two fields\n")
+    with pytest.raises(UserError, match="not a MRPC row"):
+        check_downstream(eval_cfg)
