@@ -106,29 +106,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from lightning_bert.finetune import check_downstream
 
     check_downstream(cfg.eval)  # a bad eval.glue_dir or task fails now, not after pretraining
-    run_dir = Path(agree(lambda: str(resolve_run_dir(cfg))))  # torchrun: every process, one directory
+    run_dir = resolve_run_dir(cfg)
     ckpt_path = resume_checkpoint(cfg, run_dir)
     cfg.run.name = cfg.run.name or run_dir.name
-    resume_step = 0
-    if ckpt_path:  # a bad file or a changed config fails before data work
-        ckpt = read_checkpoint(ckpt_path)
-        check_resume_config(ckpt["hyper_parameters"]["config"], cfg, cfg.run.resume_force)
-        resume_step = ckpt["global_step"]
+    resume_step = read_checkpoint(ckpt_path)["global_step"] if ckpt_path else 0  # a bad file fails before data work
     pl.seed_everything(cfg.run.seed, workers=True, verbose=False)
     share_cpu_threads(cfg)
 
-    init = None
-    if cfg.model.init_from:  # transformers directory: its sizes, tokenizer and weights (transformers not imported)
-        from lightning_bert.export import init_from
-
-        init = init_from(cfg)
-    data = PretrainDataModule(cfg, tokenizer=init.tokenizer if init else None)
-    in_turns(data.setup)  # before Lightning's DDP ranks start, in turns under torchrun: caches are built once
+    data = PretrainDataModule(cfg)
+    data.setup()  # here, before DDP ranks start: they then find the caches (tokens, static masks) ready
     config = to_dict(cfg)
     model = PretrainModule(config, data.vocab_size, data.tokenizer.to_str())
-    model.schedule_steps, step_cap = planned_steps(cfg, data)
-    if init is not None and ckpt_path is None:
-        init.load_into(model)
 
     record = RunRecord(run_dir, cfg)
     record.write_config()
