@@ -52,6 +52,7 @@ class RunConfig:
     output_dir: str = "runs"  # run directories go under here (env LIGHTNING_BERT_RUN_DIR overrides the whole path)
     seed: int = 0  # seeds model init, example building, masking and data order
     resume: str = "none"  # none | auto (last checkpoint of this run directory) | path/to/file.ckpt
+    resume_force: bool = False  # resume even if the config changes what the run trains (objective, data, ...)
     experiment: Optional[str] = None  # preset loaded from experiments/NAME.yaml (set by `experiment=NAME`)
 
 
@@ -112,6 +113,7 @@ class ModelConfig:
     position_buckets: Optional[int] = None  # DeBERTa v2/v3: log-bucketed distances (v3: 256); null = exact up to k
     share_att_key: bool = True  # DeBERTa: positions through the content Q/K projections (v3), false = their own
     pos_att_type: list[str] = field(default_factory=lambda: ["c2p", "p2c"])  # DeBERTa terms besides c2c: c2p, p2c
+    init_from: Optional[str] = None  # transformers directory (or hub name, online): its sizes, weights, tokenizer
 
     def __post_init__(self) -> None:
         check_choice("model", "size", self.size, tuple(MODEL_SIZES))
@@ -180,9 +182,15 @@ class ObjectiveConfig:
     sbo: bool = False  # SpanBERT span boundary objective (needs masking.unit=span)
     sentence_weight: float = 1.0  # weight of the sentence-task loss
     emd: bool = False  # DeBERTa enhanced mask decoder: absolute positions + the last layer twice before the MLM head
+    lm: str = "mlm"  # mlm (masked LM, BERT) | plm (XLNet permutation LM, two streams; needs model.attention=relative)
+    plm_k: int = 6  # plm: predict the last 1/K of each factorisation order (XLNet K=6)
+    plm_max_span: int = 5  # plm: targets come in spans of 1..max_span tokens, P(n) ~ 1/n (XLNet max_gram=5)
 
     def __post_init__(self) -> None:
         check_choice("objective", "sentence", self.sentence, ("none", "nsp", "sop"))
+        check_choice("objective", "lm", self.lm, ("mlm", "plm"))
+        check_range("objective", "plm_k", 2 <= self.plm_k <= 64, "in [2, 64]", self.plm_k)
+        check_range("objective", "plm_max_span", 1 <= self.plm_max_span <= 32, "in [1, 32]", self.plm_max_span)
 
 
 @dataclass
@@ -219,6 +227,7 @@ class TrainerConfig:
     limit_val_batches: int = 20  # validation batches per check
     log_every_n_steps: int = 10  # training metric rows
     checkpoint_every_n_steps: int = 100  # save last.ckpt every N steps (resume point)
+    skip_nonfinite: int = 0  # skip up to N steps with a non-finite loss or gradient norm, then stop (diverged)
 
     def __post_init__(self) -> None:
         check_choice("trainer", "precision", self.precision, ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true"))
@@ -282,6 +291,28 @@ class Config:
         if self.objective.sbo and self.masking.unit != "span":
             raise ConfigError("objective.sbo=true needs masking.unit=span")
         self._check_relative_table()
+        self._check_plm()
+
+    def _check_plm(self) -> None:
+        """XLNet's permutation LM: two streams need relative positions; no sentence task, SBO or EMD on top."""
+        if self.model.attention == "relative" and self.model.dims()[1] % 2:
+            raise ConfigError(f"model.hidden_size={self.model.dims()[1]} is odd; model.attention=relative needs "
+                              "an even hidden size (sin/cos pairs)")
+        if self.objective.lm != "plm":
+            return
+        if self.model.attention != "relative":
+            raise ConfigError(f"objective.lm=plm needs model.attention=relative (got {self.model.attention!r}): "
+                              "the query stream has no position of its own without relative positions")
+        if self.objective.sentence != "none":
+            raise ConfigError(f"objective.sentence={self.objective.sentence} is not allowed with objective.lm=plm; "
+                              "use objective.sentence=none (XLNet dropped NSP)")
+        for name in ("sbo", "emd"):
+            if getattr(self.objective, name):
+                raise ConfigError(f"objective.{name}=true is not allowed with objective.lm=plm (an MLM head); "
+                                  f"use objective.{name}=false")
+        k, length = self.objective.plm_k, self.data.max_seq_length
+        check_range("data", "max_seq_length", length >= 4 * k, f">= 4 * objective.plm_k = {4 * k} with "
+                    "objective.lm=plm (a few targets per sequence)", length)
 
     def _check_relative_table(self) -> None:
         """DeBERTa's relative table must fit the longest sequence, and log buckets need room to grow."""

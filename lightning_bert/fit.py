@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 import warnings
@@ -10,13 +11,16 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import lightning.pytorch as pl
+import numpy as np
 from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint
 from omegaconf import DictConfig
 
 from lightning_bert.config import to_dict
 from lightning_bert.data.datamodule import PretrainDataModule
-from lightning_bert.errors import UserError
+from lightning_bert.errors import Diverged, UserError
+from lightning_bert.launch import agree, in_turns
 from lightning_bert.pretrain import PretrainModule
+from lightning_bert.resume import check_resume_config
 from lightning_bert.checkpoint import read_checkpoint
 from lightning_bert.runrecord import ResumableCSVLogger, RunRecord, trim_metrics
 from lightning_bert.tracking import wandb_logger
@@ -35,11 +39,12 @@ def resolve_run_dir(cfg: DictConfig) -> Path:
     out = Path(cfg.run.output_dir)
     if cfg.run.name:
         return out / cfg.run.name
-    if cfg.run.resume == "auto":
-        runs = sorted(out.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    prefix = cfg.run.experiment or "default"
+    if cfg.run.resume == "auto":  # the newest run of this experiment, never another experiment's
+        runs = sorted(out.glob(f"{prefix}-*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
         if runs:
             return runs[-1].parent.parent
-    return out / f"{cfg.run.experiment or 'default'}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return out / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 @contextmanager
@@ -80,13 +85,27 @@ def share_cpu_threads(cfg: DictConfig) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // t.devices))
 
 
-def max_steps(cfg: DictConfig) -> int:
-    """trainer.max_tokens (equal compute across variants) wins over trainer.max_steps."""
+def planned_steps(cfg: DictConfig, data: PretrainDataModule) -> tuple[int, int]:
+    """(LR schedule length, step cap). trainer.max_tokens counts real tokens, as tokens_seen does: the
+    run stops at the first step that reaches it (PretrainModule), and the schedule is sized from the
+    examples' mean length; the cap only guards against a budget the data cannot reach."""
     t = cfg.trainer
     if t.max_tokens is None:
-        return t.max_steps
-    per_step = t.batch_size * t.accumulate_grad_batches * t.devices * t.num_nodes * cfg.data.max_seq_length
-    return max(1, t.max_tokens // per_step)
+        return t.max_steps, t.max_steps
+    examples = data.train_set.examples
+    real = (examples["a_end"] - examples["a_start"]) + np.where(examples["b_start"] >= 0,
+                                                                examples["b_end"] - examples["b_start"] + 1, 0) + 2
+    per_step = float(real.mean()) * t.batch_size * t.accumulate_grad_batches * t.devices * t.num_nodes
+    steps = max(1, math.ceil(t.max_tokens / per_step))
+    return steps, 2 * steps + 10
+
+
+class KeepGoodCheckpoint(OnExceptionCheckpoint):
+    """Save on Ctrl-C or a crash, but never over the last good checkpoint with diverged weights."""
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, Diverged):
+            super().on_exception(trainer, pl_module, exception)
 
 
 def evaluate(cfg: DictConfig, model: PretrainModule, data: PretrainDataModule, ckpt: Path) -> dict[str, float]:
@@ -106,17 +125,29 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from lightning_bert.finetune import check_downstream
 
     check_downstream(cfg.eval)  # a bad eval.glue_dir or task fails now, not after pretraining
-    run_dir = resolve_run_dir(cfg)
+    run_dir = Path(agree(lambda: str(resolve_run_dir(cfg))))  # torchrun: every process, one directory
     ckpt_path = resume_checkpoint(cfg, run_dir)
     cfg.run.name = cfg.run.name or run_dir.name
-    resume_step = read_checkpoint(ckpt_path)["global_step"] if ckpt_path else 0  # a bad file fails before data work
+    resume_step = 0
+    if ckpt_path:  # a bad file or a changed config fails before data work
+        ckpt = read_checkpoint(ckpt_path)
+        check_resume_config(ckpt["hyper_parameters"]["config"], cfg, cfg.run.resume_force)
+        resume_step = ckpt["global_step"]
     pl.seed_everything(cfg.run.seed, workers=True, verbose=False)
     share_cpu_threads(cfg)
 
-    data = PretrainDataModule(cfg)
-    data.setup()  # here, before DDP ranks start: they then find the caches (tokens, static masks) ready
+    init = None
+    if cfg.model.init_from:  # transformers directory: its sizes, tokenizer and weights (transformers not imported)
+        from lightning_bert.export import init_from
+
+        init = init_from(cfg)
+    data = PretrainDataModule(cfg, tokenizer=init.tokenizer if init else None)
+    in_turns(data.setup)  # before Lightning's DDP ranks start, in turns under torchrun: caches are built once
     config = to_dict(cfg)
     model = PretrainModule(config, data.vocab_size, data.tokenizer.to_str())
+    model.schedule_steps, step_cap = planned_steps(cfg, data)
+    if init is not None and ckpt_path is None:
+        init.load_into(model)
 
     record = RunRecord(run_dir, cfg)
     record.write_config()
@@ -135,14 +166,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     t = cfg.trainer
     ckpt_dir = run_dir / "checkpoints"
     trainer = pl.Trainer(
-        max_steps=max_steps(cfg), accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
-        strategy=t.strategy, precision=t.precision, gradient_clip_val=t.gradient_clip_val or None,
-        accumulate_grad_batches=t.accumulate_grad_batches, val_check_interval=t.val_check_interval,
+        # accumulation and clipping happen in PretrainModule (manual optimisation: exact accumulation)
+        max_steps=step_cap, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
+        strategy=t.strategy, precision=t.precision, val_check_interval=t.val_check_interval,
         check_val_every_n_epoch=None, limit_val_batches=t.limit_val_batches, log_every_n_steps=t.log_every_n_steps,
         logger=loggers, enable_model_summary=False, num_sanity_val_steps=0, use_distributed_sampler=False,
         callbacks=[ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
                                    every_n_train_steps=t.checkpoint_every_n_steps),
-                   OnExceptionCheckpoint(dirpath=ckpt_dir, filename="last"), record])
+                   KeepGoodCheckpoint(dirpath=ckpt_dir, filename="last"), record])
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
     with run_dir_for_child_processes(run_dir):
