@@ -15,8 +15,9 @@ from torch import Tensor, nn
 from lightning_bert.data.masking import IGNORE  # label of positions that are not predicted
 from lightning_bert.errors import UserError
 from lightning_bert.model.disentangled import EnhancedMaskDecoder
-from lightning_bert.model.encoder import BertEncoder
+from lightning_bert.model.encoder import BertEncoder, init_weights
 from lightning_bert.model.heads import MLMHead, PairHead
+from lightning_bert.model.relative import two_stream
 
 
 
@@ -47,6 +48,11 @@ class Objective(nn.Module):
         `needs_layers`."""
         raise NotImplementedError
 
+    def count(self, batch: dict[str, Tensor]) -> Tensor:
+        """The predictions this objective makes on `batch`, known before the forward pass: a whole
+        optimizer step's loss is normalised by their total (exact gradient accumulation and DDP)."""
+        raise NotImplementedError(f"{type(self).__name__} must say how many predictions a batch holds")
+
 
 OBJECTIVES: dict[str, type[Objective]] = {}
 
@@ -73,6 +79,9 @@ class MaskedLM(Objective):
         self.emd = EnhancedMaskDecoder(encoder) if cfg.objective.get("emd", False) else None
         self.needs_layers = self.emd is not None
 
+    def count(self, batch: dict[str, Tensor]) -> Tensor:
+        return (batch["mlm_labels"] != IGNORE).sum()
+
     def forward(self, hidden: Tensor, batch: dict[str, Tensor],
                 layers: Optional[list[Tensor]] = None) -> ObjectiveOutput:
         labels = batch["mlm_labels"]
@@ -97,6 +106,9 @@ class SentencePair(Objective):
         self.head = PairHead(encoder.config.hidden_size)
         self.num_classes = 2
         self.weight = cfg.objective.sentence_weight
+
+    def count(self, batch: dict[str, Tensor]) -> Tensor:
+        return batch["sentence_label"].new_tensor(batch["sentence_label"].numel())
 
     def forward(self, hidden: Tensor, batch: dict[str, Tensor],
                 layers: Optional[list[Tensor]] = None) -> ObjectiveOutput:
@@ -131,6 +143,9 @@ class SpanBoundary(Objective):
         self.decoder = MLMHead(encoder)  # vocabulary logits through the tied input embeddings
         self.num_classes = encoder.config.vocab_size
 
+    def count(self, batch: dict[str, Tensor]) -> Tensor:
+        return (batch["sbo_left"] >= 0).sum()
+
     def forward(self, hidden: Tensor, batch: dict[str, Tensor],
                 layers: Optional[list[Tensor]] = None) -> ObjectiveOutput:
         left, right = batch["sbo_left"], batch["sbo_right"]
@@ -142,9 +157,53 @@ class SpanBoundary(Objective):
         return ObjectiveOutput(F.cross_entropy(logits.float(), target, reduction="sum"), logits.argmax(-1), target)
 
 
+class TiedDecoder(nn.Module):
+    """XLNet's LM head: vocabulary logits through the tied input embeddings plus a bias, no transform
+    (projected down to E first when the embeddings are factorised)."""
+
+    def __init__(self, encoder: BertEncoder):
+        super().__init__()
+        cfg = encoder.config
+        self.projection = nn.Linear(cfg.hidden_size, cfg.embedding_dim) if cfg.embedding_dim != cfg.hidden_size \
+            else nn.Identity()
+        self.apply(init_weights)
+        self.decoder_weight = encoder.embeddings.word_embeddings.weight  # tied, not a copy
+        self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        return F.linear(self.projection(hidden), self.decoder_weight, self.bias)
+
+
+@register("plm")
+class PermutationLM(Objective):
+    """XLNet's permutation LM with partial prediction: two streams over the shared encoder's layers
+    (model/relative.py two_stream), logits only at the targets; batch["plm_order"] from data/permutation.py."""
+
+    needs = ("plm_order",)
+    runs_encoder = True
+
+    def __init__(self, cfg: DictConfig, encoder: BertEncoder):
+        super().__init__()
+        self.__dict__["encoder"] = encoder  # used, not owned: its weights are PretrainModule.encoder's
+        self.mask_emb = nn.Parameter(torch.randn(encoder.config.hidden_size) * 0.02)  # the query stream's start
+        self.head = TiedDecoder(encoder)
+        self.num_classes = encoder.config.vocab_size
+
+    def count(self, batch: dict[str, Tensor]) -> Tensor:
+        return (batch["plm_order"] > 0).sum()
+
+    def forward(self, hidden: Optional[Tensor], batch: dict[str, Tensor],
+                layers: Optional[list[Tensor]] = None) -> ObjectiveOutput:
+        g, positions, valid = two_stream(self.encoder, batch["input_ids"], batch.get("token_type_ids"),
+                                         batch.get("attention_mask"), batch["plm_order"], self.mask_emb)
+        logits = self.head(g[valid])
+        target = batch["input_ids"].gather(1, positions)[valid]
+        return ObjectiveOutput(F.cross_entropy(logits.float(), target, reduction="sum"), logits.argmax(-1), target)
+
+
 def objective_names(cfg: DictConfig) -> list[str]:
-    """The objectives a config trains: MLM always, plus the sentence task and SBO when chosen."""
-    names = ["mlm"]
+    """The objectives a config trains: MLM (or XLNet's PLM), plus the sentence task and SBO when chosen."""
+    names = ["plm" if cfg.objective.get("lm", "mlm") == "plm" else "mlm"]
     if cfg.objective.sentence != "none":
         names.append(cfg.objective.sentence)
     if cfg.objective.sbo:

@@ -1,8 +1,10 @@
 """PretrainModule: the shared encoder + a set of objectives, trained by Lightning."""
 from __future__ import annotations
 
+import logging
 import math
 import time
+from contextlib import nullcontext
 from typing import Any
 
 import lightning.pytorch as pl
@@ -13,8 +15,11 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_bert.checkpoint import encoder_config
+from lightning_bert.errors import Diverged
 from lightning_bert.model.encoder import BertEncoder
 from lightning_bert.objectives import build_objectives
+
+log = logging.getLogger(__name__)
 
 
 def lr_lambda(warmup: int, total: int, schedule: str, min_ratio: float):
@@ -32,18 +37,35 @@ def lr_lambda(warmup: int, total: int, schedule: str, min_ratio: float):
     return factor
 
 
+def split_batch(batch: dict[str, Tensor], size: int) -> list[dict[str, Tensor]]:
+    """One optimizer step's batch -> micro-batches of `size` examples."""
+    count = len(batch["input_ids"])
+    return [{k: v[i:i + size] for k, v in batch.items()} for i in range(0, count, size)]
+
+
 class PretrainModule(pl.LightningModule):
+    """Manual optimisation, so that a step's loss is normalised by the prediction count of the whole
+    step (every micro-batch on every rank) before any backward pass: k micro-batches of b then give
+    the same update as one batch of k*b, and N ranks the same as one process. Lightning still runs the
+    loop, DDP, precision and checkpoints."""
+
     def __init__(self, config: dict[str, Any], vocab_size: int, tokenizer_json: str | None = None):
         super().__init__()
         self.save_hyperparameters(ignore=["tokenizer_json"])
         cfg = DictConfig(config)
         self.cfg = cfg
+        self.automatic_optimization = False
         self.tokenizer_json = tokenizer_json
         self.encoder = BertEncoder(encoder_config(cfg, vocab_size))
         self.objectives = build_objectives(cfg, self.encoder)
-        self.train_metrics, self.val_metrics = self._stage_metrics(), self._stage_metrics()
+        self.val_metrics = self._stage_metrics()
+        self.eval_metrics = nn.ModuleDict({"loss": MeanMetric(), "loss_per_char": MeanMetric(),
+                                           "acc": MulticlassAccuracy(vocab_size, average="micro", validate_args=False)})
         self.register_buffer("tokens_seen", torch.zeros((), dtype=torch.long))  # checkpointed with the model
-        self._window_start, self._window_tokens = time.perf_counter(), 0
+        self.register_buffer("skipped_steps", torch.zeros((), dtype=torch.long))  # non-finite steps skipped
+        self.schedule_steps: int | None = None  # LR schedule length (fit sets it for token budgets)
+        self._window_start, self._window_tokens = time.perf_counter(), torch.zeros((), dtype=torch.long)
+        self._canonical: list[dict[str, Tensor]] | None = None
 
     def _stage_metrics(self) -> nn.ModuleDict:
         metrics = {}
@@ -66,53 +88,145 @@ class PretrainModule(pl.LightningModule):
             return layers[-1], layers
         return self(batch), None
 
-    def _shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
+    def _outputs(self, batch: dict[str, Tensor]) -> dict[str, Any]:
         hidden, layers = self.encode(batch)
-        metrics, total = getattr(self, f"{stage}_metrics"), 0.0
-        on_step = stage == "train"
-        for name, objective in self.objectives.items():
-            out = objective(hidden, batch, layers)
-            total = total + objective.weight * out.loss_sum / self._loss_denominator(len(out.target), stage)
-            metrics[f"{name}_acc"](out.preds, out.target)  # forward: updates state and gives the batch value
-            metrics[f"{name}_loss"](out.loss.detach(), weight=len(out.target))
-            self.log(f"{stage}/{name}_acc", metrics[f"{name}_acc"], on_step=on_step, on_epoch=not on_step)
-            self.log(f"{stage}/{name}_loss", metrics[f"{name}_loss"], on_step=on_step, on_epoch=not on_step)
-        self.log(f"{stage}/loss", total, on_step=on_step, on_epoch=not on_step, prog_bar=True,
-                 sync_dist=not on_step, batch_size=len(batch["input_ids"]))
-        return total
+        return {name: objective(hidden, batch, layers) for name, objective in self.objectives.items()}
 
-    def _loss_denominator(self, count: int, stage: str) -> Tensor | int:
-        """Predictions per rank, averaged over ranks: DDP then averages gradients of sum / that, which
-        equals the gradient of the global-batch mean, so N processes train exactly like one."""
-        world = self.trainer.world_size if self._trainer is not None else 1
-        if stage != "train" or world == 1:
-            return max(count, 1)
-        total = torch.tensor(float(count), device=self.device)
-        torch.distributed.all_reduce(total)
-        return (total / world).clamp(min=1)
+    # ---- training -------------------------------------------------------------------------------
+    def _denominators(self, micro: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        """Per objective: predictions in this step over all micro-batches and ranks, divided by the
+        number of ranks (DDP averages gradients, so each rank divides by the global mean count)."""
+        counts = torch.stack([sum(o.count(b) for b in micro) for o in self.objectives.values()]).float()
+        world = self.trainer.world_size
+        if world > 1:
+            torch.distributed.all_reduce(counts)
+            counts = counts / world
+        return dict(zip(self.objectives, counts.clamp(min=1)))
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        tokens = int(self.trainer.strategy.reduce(batch["attention_mask"].sum(), reduce_op="sum"))  # all ranks
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        t = self.cfg.trainer
+        # Dropout draws are a function of (seed, step, rank), like masks: a resumed run repeats them.
+        torch.manual_seed(hash((int(self.cfg.run.seed), self.global_step, self.global_rank)) % (2 ** 63))
+        micro = split_batch(batch, t.batch_size)
+        denominators = self._denominators(micro)
+        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
+        sums = {name: torch.zeros(3, device=self.device) for name in self.objectives}  # loss, correct, count
+        step_loss = torch.zeros((), device=self.device)
+        for i, part in enumerate(micro):
+            with self._gradient_sync(i == len(micro) - 1):
+                outputs = self._outputs(part)
+                loss = sum(self.objectives[n].weight * out.loss_sum / denominators[n] for n, out in outputs.items())
+                self.manual_backward(loss)
+            step_loss += loss.detach()
+            for name, out in outputs.items():
+                sums[name] += torch.stack([out.loss_sum.detach(), (out.preds == out.target).sum(),
+                                           out.target.new_tensor(len(out.target))]).float()
+        grad_norm = self._clip_gradients(optimizer, t.gradient_clip_val)
+        if self._nonfinite(step_loss, grad_norm, sums):
+            optimizer.zero_grad()
+            return
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+        self._log_step(batch, step_loss, grad_norm, sums)
+
+    def _gradient_sync(self, sync: bool) -> Any:
+        """DDP all-reduces gradients on the last micro-batch of a step only."""
+        block = getattr(self.trainer.strategy, "block_backward_sync", None)
+        return nullcontext() if sync or block is None else block()
+
+    def _clip_gradients(self, optimizer: Any, max_norm: float) -> Tensor:
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        if scaler is not None:  # 16-mixed: clip the true gradients
+            scaler.unscale_(optimizer.optimizer)
+        params = [p for p in self.parameters() if p.grad is not None]
+        return torch.nn.utils.clip_grad_norm_(params, max_norm or float("inf"))
+
+    def _nonfinite(self, step_loss: Tensor, grad_norm: Tensor, sums: dict[str, Tensor]) -> bool:
+        """The divergence guard (one host sync per step): skip up to trainer.skip_nonfinite bad steps,
+        then stop with the step and the loss that went bad."""
+        bad = (~torch.isfinite(step_loss) | ~torch.isfinite(grad_norm)).float()
+        if self.trainer.world_size > 1:  # every rank takes the same decision
+            bad = self.trainer.strategy.reduce(bad, reduce_op="sum")
+        if not bool(bad > 0):
+            return False
+        self.skipped_steps += 1
+        if int(self.skipped_steps) <= int(self.cfg.trainer.get("skip_nonfinite", 0)):
+            log.warning("step %d: non-finite loss or gradient, skipped (%d of %d allowed)", self.global_step,
+                        int(self.skipped_steps), self.cfg.trainer.skip_nonfinite)
+            return True
+        losses = {f"train/{n}_loss": float(v[0] / v[2].clamp(min=1)) for n, v in sums.items()}
+        culprit = next((k for k, v in losses.items() if not math.isfinite(v)), f"gradient norm={float(grad_norm)}")
+        raise Diverged(f"diverged at step {self.global_step}: {culprit}"
+                       + (f"={losses[culprit]}" if culprit in losses else ""))
+
+    def _log_step(self, batch: dict[str, Tensor], step_loss: Tensor, grad_norm: Tensor,
+                  sums: dict[str, Tensor]) -> None:
+        tokens = batch["attention_mask"].sum()
+        if self.trainer.world_size > 1:
+            tokens = self.trainer.strategy.reduce(tokens, reduce_op="sum")
         self.tokens_seen += tokens
-        self._window_tokens += tokens
-        loss = self._shared_step(batch, "train")
-        self.log("tokens_seen", self.tokens_seen.float(), on_step=True, on_epoch=False)
-        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+        self._window_tokens = self._window_tokens.to(tokens.device) + tokens
+        for name, (loss_sum, correct, count) in sums.items():
+            self.log(f"train/{name}_loss", loss_sum / count.clamp(min=1), on_step=True)
+            self.log(f"train/{name}_acc", correct / count.clamp(min=1), on_step=True)
+        self.log("train/loss", step_loss, on_step=True, prog_bar=True)
+        self.log("train/grad_norm", grad_norm, on_step=True)
+        self.log("tokens_seen", self.tokens_seen.float(), on_step=True)
+        self.log("train/lr", self.lr_schedulers().get_last_lr()[0], on_step=True)
+        if self.global_step % self.trainer.log_every_n_steps == 0:  # real tokens per second, all ranks
             now = time.perf_counter()
-            self.log("train/tokens_per_sec", self._window_tokens / (now - self._window_start), on_step=True)
-            self._window_start, self._window_tokens = now, 0
-        self.log("train/lr", self.lr_schedulers().get_last_lr()[0], on_step=True, on_epoch=False)
-        return loss
+            self.log("train/tokens_per_sec", self._window_tokens.float() / (now - self._window_start), on_step=True)
+            self._window_start, self._window_tokens = now, torch.zeros_like(self._window_tokens)
 
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Stop at the token budget; either way the last step validates (Lightning validates when asked
+        to stop), so every summary holds metrics from exactly the final weights."""
+        budget = self.cfg.trainer.max_tokens
+        if (budget is not None and int(self.tokens_seen) >= budget) or self.global_step >= self.trainer.max_steps:
+            self.trainer.should_stop = True
+
+    # ---- validation -----------------------------------------------------------------------------
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._shared_step(batch, "val")
+        for name, out in self._outputs(batch).items():
+            self.val_metrics[f"{name}_acc"].update(out.preds, out.target)
+            self.val_metrics[f"{name}_loss"].update(out.loss_sum / max(len(out.target), 1), weight=len(out.target))
 
     def on_validation_epoch_end(self) -> None:
-        self.log("val/perplexity", torch.exp(self.val_metrics["mlm_loss"].compute().clamp(max=50)))
+        values = {name: metric.compute() for name, metric in self.val_metrics.items()}
+        for name, metric in self.val_metrics.items():
+            self.log(f"val/{name}", values[name])
+            metric.reset()
+        self.log("val/loss", sum(o.weight * values[f"{n}_loss"] for n, o in self.objectives.items()), prog_bar=True)
+        lm = "plm_loss" if "plm_loss" in values else "mlm_loss"  # XLNet: perplexity of its targets
+        if lm in values:
+            self.log("val/perplexity", torch.exp(values[lm].clamp(max=50)))
+        self._canonical_evaluation()
         self.log("tokens_seen", self.tokens_seen.float())  # the x axis of validation curves
 
+    def _canonical_evaluation(self) -> None:
+        """eval/*: MLM on the fixed held-out set every variant shares (data/canonical.py), sharded over ranks."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if "mlm" not in self.objectives or datamodule is None or datamodule.canonical_set is None:
+            return
+        if self._canonical is None:
+            self._canonical = list(datamodule.canonical_loader())
+        mlm, m = self.objectives["mlm"], self.eval_metrics
+        with torch.no_grad():
+            for cpu_batch in self._canonical:
+                batch = {k: v.to(self.device) for k, v in cpu_batch.items()}
+                hidden, layers = self.encode(batch)
+                out = mlm(hidden, batch, layers)
+                count, chars = len(out.target), batch["mlm_chars"].sum()
+                m["acc"].update(out.preds, out.target)
+                m["loss"].update(out.loss_sum / max(count, 1), weight=count)
+                m["loss_per_char"].update(out.loss_sum / chars.clamp(min=1), weight=chars)
+        for name, metric in m.items():
+            self.log(f"eval/mlm_{name}", metric.compute())
+            metric.reset()
+
     def on_train_start(self) -> None:
-        self._window_start, self._window_tokens = time.perf_counter(), 0  # not counting data and model setup
+        self._window_start = time.perf_counter()  # not counting data and model setup
 
     def on_train_epoch_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -126,7 +240,7 @@ class PretrainModule(pl.LightningModule):
             (no_decay if param.ndim < 2 or "norm" in name else decay).append(param)
         groups = [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         optimizer = torch.optim.AdamW(groups, lr=optim.lr, betas=(optim.beta1, optim.beta2), eps=optim.eps)
-        total = self.trainer.max_steps
+        total = self.schedule_steps or self.trainer.max_steps
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lr_lambda(optim.warmup_steps, total, optim.schedule, optim.min_lr_ratio))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

@@ -53,7 +53,8 @@ class RunRecord(pl.Callback):
         self.tokens_seen, self.global_step = int(pl_module.tokens_seen), trainer.global_step
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        status = "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed"
+        diverged = type(exception).__name__ == "Diverged"  # pretrain.Diverged; no import of the model here
+        status = "interrupted" if isinstance(exception, KeyboardInterrupt) else "diverged" if diverged else "failed"
         self.write(status, _scalars(trainer.callback_metrics), error=f"{type(exception).__name__}: {exception}")
         if trainer.is_global_zero:
             log.warning("%s at step %d; continue with: python train.py <same overrides> run.name=%s run.resume=auto",
@@ -84,7 +85,8 @@ class ResumableCSVLogger(CSVLogger):
     """CSVLogger writing <run dir>/metrics.csv, continued (not replaced) when a run resumes."""
 
     def __init__(self, run_dir: Path):
-        super().__init__(str(run_dir), name="", version="")
+        # Rows reach the disk every step: a killed run loses none of the steps its checkpoint holds.
+        super().__init__(str(run_dir), name="", version="", flush_logs_every_n_steps=1)
 
     @property
     @rank_zero_experiment
@@ -97,12 +99,20 @@ class ResumableCSVLogger(CSVLogger):
 
 @rank_zero_only
 def trim_metrics(path: Path, from_step: int) -> None:
-    """Drop rows logged after the checkpoint we resume from: those steps are trained again."""
+    """Drop rows logged after the checkpoint we resume from (steps >= from_step are trained again), and
+    the validation of its own step (row from_step - 1): the checkpoint is written before that
+    validation, which Lightning therefore runs again on resume."""
     if not path.is_file():
         return
+
+    def kept(row: dict[str, str]) -> bool:
+        step = int(row["step"])
+        trained = any(row.get(k) for k in row if k and k.startswith("train/"))
+        return step < from_step - 1 or (step == from_step - 1 and trained)
+
     with open(path, newline="") as file:
         reader = csv.DictReader(file)
-        fields, rows = reader.fieldnames or [], [r for r in reader if int(r["step"]) < from_step]
+        fields, rows = reader.fieldnames or [], [r for r in reader if kept(r)]
     with open(path, "w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=fields)
         writer.writeheader()

@@ -46,16 +46,90 @@ def test_run_writes_record_and_second_run_reuses_caches(tiny_overrides: list[str
     assert "training wordpiece tokenizer" not in second.stderr
 
 
-def test_resume_continues_step_count_schedule_and_wandb_run(tiny_overrides: list[str], tmp_path: Path) -> None:
-    overrides = offline_wandb(tiny_overrides) + ["run.name=r"]
-    train(overrides + ["trainer.max_steps=4"])
-    run_dir = tmp_path / "runs" / "r"
-    first_id = (run_dir / "wandb_id.txt").read_text()
-    train(overrides + ["trainer.max_steps=8", "run.resume=auto"])
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["global_step"] == 8 and summary["wandb"]["id"] == first_id
-    steps = [int(line.split(",")[1]) for line in (run_dir / "metrics.csv").read_text().splitlines()[1:]]
-    assert min(steps) == 0 and max(steps) >= 7  # the first run's rows are kept, the second's appended
+def interrupted(kind: str, step: int, overrides: list[str]) -> subprocess.CompletedProcess:
+    """Run tests/signal_at_step.py in its own process group: KILL (SIGKILL, all ranks) or INT (Ctrl-C)."""
+    return subprocess.run([sys.executable, "tests/signal_at_step.py", kind, str(step), *overrides], cwd=REPO,
+                          capture_output=True, text=True, timeout=300, start_new_session=True,
+                          env={**os.environ, "WANDB_MODE": "offline"})
+
+
+def metric_rows(run_dir: Path) -> list[tuple[str, ...]]:
+    """(step, kind of row) per metrics.csv row: a duplicated or missing step shows up here."""
+    import csv
+
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    return [(r["step"], "train" if r.get("train/loss") else "val") for r in rows]
+
+
+EXACT_RESUME = {
+    "dynamic": [],
+    "static": ["masking.mode=static", "masking.dupe_factor=2"],
+    "nsp": ["objective.sentence=nsp"],
+    "ddp": ["trainer.devices=2", "trainer.strategy=ddp", "trainer.accelerator=cpu", "trainer.batch_size=4"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", list(EXACT_RESUME))
+def test_kill_9_then_resume_equals_an_uninterrupted_run(tiny_overrides: list[str], tmp_path: Path,
+                                                         variant: str) -> None:
+    """SIGKILL after step 5 (checkpoint at 4), resume: same weights (1e-6), tokens_seen and metric rows as a
+    run never interrupted; dropout stays on (its draws are a function of seed, step and rank)."""
+    overrides = tiny_overrides + EXACT_RESUME[variant] + [
+        "trainer.max_steps=7", "trainer.checkpoint_every_n_steps=2", "trainer.val_check_interval=2",
+        "eval.probes=false", "data.max_documents=30"]
+    train(overrides + ["run.name=whole"])
+    killed = interrupted("KILL", 5, overrides + ["run.name=cut"])
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    cut = tmp_path / "runs" / "cut"
+    assert torch.load(cut / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"] == 4
+    train(overrides + ["run.name=cut", "run.resume=auto"])
+    whole = tmp_path / "runs" / "whole"
+    one, two = weights(whole), weights(cut)
+    for name in one:
+        torch.testing.assert_close(two[name], one[name], rtol=0, atol=1e-6, msg=name)
+    summaries = [json.loads((d / "summary.json").read_text()) for d in (whole, cut)]
+    assert summaries[0]["tokens_seen"] == summaries[1]["tokens_seen"] > 0
+    assert summaries[0]["metrics"]["eval/mlm_loss"] == summaries[1]["metrics"]["eval/mlm_loss"]
+    assert metric_rows(cut) == metric_rows(whole)
+
+
+def test_resume_guards(tiny_overrides: list[str], tmp_path: Path) -> None:
+    overrides = tiny_overrides + ["run.name=g", "eval.probes=false"]
+    train(overrides)
+    for change in (["trainer.max_steps=9"], ["objective.sentence=nsp"]):
+        proc = subprocess.run([sys.executable, "train.py", *overrides, *change, "run.resume=auto"], cwd=REPO,
+                              capture_output=True, text=True, timeout=120)
+        key = change[0].split("=")[0]
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr[-2000:]
+        assert key in proc.stderr and "run.resume_force=true" in proc.stderr
+    forced = train(overrides + ["trainer.max_steps=6", "run.resume=auto", "run.resume_force=true"])
+    assert json.loads((tmp_path / "runs" / "g" / "summary.json").read_text())["global_step"] == 6, forced.stderr
+    # resume=auto without run.name continues the newest run of the same experiment only
+    other = [o for o in tiny_overrides] + ["experiment=roberta", "eval.probes=false", "run.resume=auto"]
+    train(other)
+    assert [p.name.split("-")[0] for p in (tmp_path / "runs").iterdir() if p.name != "g"] == ["roberta"]
+
+
+def test_nonfinite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_overrides: list[str],
+                                                                         tmp_path: Path) -> None:
+    """A NaN injected into the embeddings at step 3 (after the step-2 checkpoint): the run stops at step 3
+    with one line naming the loss; summary 'diverged'; the checkpoint still holds step 2's finite weights."""
+    overrides = tiny_overrides + ["run.name=nan", "trainer.max_steps=6", "trainer.checkpoint_every_n_steps=2",
+                                  "eval.probes=false"]
+    proc = subprocess.run([sys.executable, "tests/nan_at_step.py", "3", *overrides], cwd=REPO,
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "WANDB_MODE": "offline"})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: diverged at step 3: train/mlm_loss")
+    run_dir = tmp_path / "runs" / "nan"
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "diverged"
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 2 and all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
+    skipped = subprocess.run([sys.executable, "tests/nan_at_step.py", "3", *overrides[:-4], "run.name=skip",
+                              "trainer.max_steps=6", "trainer.skip_nonfinite=1", "eval.probes=false"],
+                             cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert skipped.returncode == 0, skipped.stderr[-2000:]
+    assert json.loads((tmp_path / "runs" / "skip" / "summary.json").read_text())["global_step"] == 6
 
 
 def test_bad_resume_checkpoint_is_one_line_error(tiny_overrides: list[str], tmp_path: Path) -> None:
@@ -101,23 +175,17 @@ def test_rerun_into_a_finished_run_dir_is_refused(tiny_overrides: list[str], tmp
 
 
 def test_ctrl_c_saves_checkpoint_and_resume_finishes(tiny_overrides: list[str], tmp_path: Path) -> None:
-    overrides = tiny_overrides + ["run.name=int", "trainer.max_steps=300", "trainer.checkpoint_every_n_steps=5",
+    """Ctrl-C at step 7 (signalled by the run itself at that step, so no race against a timer)."""
+    overrides = tiny_overrides + ["run.name=int", "trainer.max_steps=12", "trainer.checkpoint_every_n_steps=5",
                                   "trainer.val_check_interval=50", "eval.probes=false"]
-    proc = subprocess.Popen([sys.executable, "train.py", *overrides], cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "WANDB_MODE": "offline"})
-    ckpt = tmp_path / "runs" / "int" / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 180
-    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=120)
+    proc = interrupted("INT", 7, overrides)
     summary = json.loads((tmp_path / "runs" / "int" / "summary.json").read_text())
-    assert summary["status"] == "interrupted" and "run.resume=auto" in stderr
-    stopped_at = torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"]
-    assert 5 <= stopped_at < 300
+    assert summary["status"] == "interrupted" and "run.resume=auto" in proc.stderr, proc.stderr[-2000:]
+    ckpt = tmp_path / "runs" / "int" / "checkpoints" / "last.ckpt"
+    assert torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"] == 7  # saved on the way out
     train(overrides + ["run.resume=auto"])
     summary = json.loads((tmp_path / "runs" / "int" / "summary.json").read_text())
-    assert summary["status"] == "finished" and summary["global_step"] == 300
+    assert summary["status"] == "finished" and summary["global_step"] == 12
 
 
 def test_bf16_mixed_precision_trains_on_cpu(tiny_overrides: list[str], tmp_path: Path) -> None:
