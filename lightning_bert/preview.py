@@ -20,7 +20,8 @@ LABELS = {"nsp": ("B follows A", "B is from another document"), "sop": ("in orde
 
 def render(item: dict[str, np.ndarray], tokenizer: Any, task: str) -> str:
     """One example as text: tokens joined by spaces, masked ones as [original->shown]."""
-    ids, labels, segments = item["input_ids"], item["mlm_labels"], item["token_type_ids"]
+    ids, segments, order = item["input_ids"], item["token_type_ids"], item.get("plm_order")
+    labels = item["mlm_labels"] if order is None else np.where(order > 0, ids, IGNORE)  # XLNet: no corruption
     words, masked = [], 0
     for pos, (shown, gold) in enumerate(zip(ids.tolist(), labels.tolist())):
         if shown == PAD_ID:
@@ -28,7 +29,8 @@ def render(item: dict[str, np.ndarray], tokenizer: Any, task: str) -> str:
         text = tokenizer.id_to_token(shown)
         if gold != IGNORE:
             masked += 1
-            text = f"[{tokenizer.id_to_token(gold)}->{'=' if gold == shown else text}]"
+            text = (f"[{tokenizer.id_to_token(gold)}->{'=' if gold == shown else text}]" if order is None
+                    else f"[{text}@{order[pos]}]")  # PLM: a target and its place in the factorisation order
         if pos and segments[pos] != segments[pos - 1]:
             text = f"\n    B: {text}"
         words.append(text)

@@ -15,6 +15,7 @@ EXPECTED = {  # what each preset must switch on (the papers' defining choices)
     "roberta": {"tokenizer.kind": "bpe", "masking.mode": "dynamic", "objective.sentence": "none", "data.cross_doc": True},
     "albert": {"tokenizer.kind": "unigram", "objective.sentence": "sop", "model.share_layers": "all"},
     "spanbert": {"masking.unit": "span", "objective.sbo": True, "objective.sentence": "none"},
+    "xlnet": {"objective.lm": "plm", "model.attention": "relative", "objective.plm_k": 6, "objective.sentence": "none"},
 }
 
 

@@ -288,9 +288,9 @@ def test_preset_trains_resumes_and_its_checkpoint_serves_probes_and_finetuning(
 
     env = {**os.environ, "WANDB_MODE": "disabled"}
     overrides = plm_overrides + ["run.name=xl", "data.valid_fraction=0.1"]
-    for steps, resume in ((4, "none"), (6, "auto")):
-        proc = subprocess.run([sys.executable, "train.py", *overrides, f"trainer.max_steps={steps}",
-                               f"run.resume={resume}"], cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    for steps, resume in ((4, []), (6, ["run.resume=auto", "run.resume_force=true"])):  # resumed run continues to step 6
+        proc = subprocess.run([sys.executable, "train.py", *overrides, f"trainer.max_steps={steps}", *resume],
+                              cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
         assert proc.returncode == 0, proc.stderr[-3000:]
         summary = json.loads((tmp_path / "runs" / "xl" / "summary.json").read_text())
         assert summary["status"] == "finished" and summary["global_step"] == steps
@@ -304,8 +304,8 @@ def test_preset_trains_resumes_and_its_checkpoint_serves_probes_and_finetuning(
 
     capsys.readouterr()
     assert probes.main([str(ckpt), *overrides, "max_examples=200"]) == 0  # content stream, unchanged
-    scores = dict(line.split("\t") for line in capsys.readouterr().out.strip().splitlines())
-    assert all(0 <= float(v) <= 1 for v in scores.values())
+    scores = [line.split("\t") for line in capsys.readouterr().out.strip().splitlines()]
+    assert scores and all(name.startswith("probe/") and 0 <= float(v) <= 1 for name, v, *_ in scores)
     out = tmp_path / "glue.json"
     assert finetune.main([f"ckpt={ckpt}", "tasks=[mrpc]", "seeds=1", "max_train_examples=64", "epochs=1", "sts=true",
                           f"glue_dir={GLUE_DIR}", f"output={out}", "progress=false", "accelerator=cpu"]) == 0
