@@ -180,11 +180,14 @@ class HFInit:
     def load_into(self, module: torch.nn.Module) -> None:
         """Copy the weights into a PretrainModule; heads the directory lacks keep their fresh init."""
         own = module.state_dict()
-        for name, tensor in self.state.items():
+        pair = next((n for n in ("nsp", "sop") if f"objectives.{n}.head.pooler.weight" in own), None)
+        state = {k.replace("objectives.nsp.head.", f"objectives.{pair}.head.") if pair else k: v
+                 for k, v in self.state.items()}  # the directory's pair head serves the run's NSP or SOP
+        for name, tensor in state.items():
             if name in own and own[name].shape != tensor.shape:
                 raise UserError(f"model.init_from={self.source}: {name} has shape {tuple(tensor.shape)}, "
                                 f"the model expects {tuple(own[name].shape)}")
-        result = module.load_state_dict({k: v for k, v in self.state.items() if k in own}, strict=False)
+        result = module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
         fresh = sorted({k.split(".")[1] for k in result.missing_keys if k.startswith("objectives.")})
         if any(k.startswith("encoder.") for k in result.missing_keys):
             raise UserError(f"model.init_from={self.source}: encoder weights missing: {result.missing_keys[:3]}")
