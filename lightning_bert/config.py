@@ -70,6 +70,7 @@ class DataConfig:
     short_seq_prob: float = 0.1  # share of pair examples with a shorter random target length (BERT)
     cache_dir: str = "~/.cache/lightning_bert"  # tokenizers and tokenized corpora, keyed by content
     num_workers: int = 0  # DataLoader worker processes
+    backend: str = "cache"  # cache (memory-mapped token cache, map-style) | hf_streaming (HF datasets, sharded by rank)
 
     def __post_init__(self) -> None:
         check_choice("data", "format", self.format, ("auto", "text", "wikiextractor", "wikitext", "jsonl", "book"))
@@ -77,6 +78,7 @@ class DataConfig:
         check_range("data", "max_seq_length", 16 <= self.max_seq_length <= 4096, "in [16, 4096]", self.max_seq_length)
         check_range("data", "short_seq_prob", 0 <= self.short_seq_prob <= 1, "in [0, 1]", self.short_seq_prob)
         check_range("data", "num_workers", self.num_workers >= 0, ">= 0", self.num_workers)
+        check_choice("data", "backend", self.backend, ("cache", "hf_streaming"))
         if self.max_documents is not None:
             check_range("data", "max_documents", self.max_documents >= 2, ">= 2", self.max_documents)
 
@@ -211,6 +213,11 @@ class OptimConfig:
         check_range("optim", "min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "in [0, 1]", self.min_lr_ratio)
 
 
+# Lightning strategies that are tested here (DDP: tests/test_train.py). FSDP and DeepSpeed are refused.
+STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "ddp_find_unused_parameters_true",
+              "single_device")
+
+
 @dataclass
 class TrainerConfig:
     max_steps: int = 600  # optimizer steps
@@ -221,13 +228,15 @@ class TrainerConfig:
     accelerator: str = "auto"  # cpu | gpu | auto
     devices: int = 1  # devices per node
     num_nodes: int = 1  # nodes (torchrun / SLURM environment)
-    strategy: str = "auto"  # auto | ddp | ddp_spawn ...
+    strategy: str = "auto"  # auto | ddp | ddp_spawn | ddp_fork | ddp_find_unused_parameters_true (see STRATEGIES)
     gradient_clip_val: float = 1.0  # clip gradient norm (0 = off)
     val_check_interval: int = 100  # validate every N optimizer steps
     limit_val_batches: int = 20  # validation batches per check
     log_every_n_steps: int = 10  # training metric rows
     checkpoint_every_n_steps: int = 100  # save last.ckpt every N steps (resume point)
     skip_nonfinite: int = 0  # skip up to N steps with a non-finite loss or gradient norm, then stop (diverged)
+    compile: bool = False  # torch.compile the encoder (GPU: fewer kernels; first steps pay the compile time)
+    peak_flops: Optional[float] = None  # peak FLOP/s per device for train/mfu; None = lightning_bert.flops GPU table
 
     def __post_init__(self) -> None:
         check_choice("trainer", "precision", self.precision, ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true"))
@@ -237,6 +246,12 @@ class TrainerConfig:
             check_range("trainer", name, getattr(self, name) >= 1, ">= 1", getattr(self, name))
         if self.max_tokens is not None:
             check_range("trainer", "max_tokens", self.max_tokens >= 1, ">= 1", self.max_tokens)
+        if self.peak_flops is not None:
+            check_range("trainer", "peak_flops", self.peak_flops > 0, "> 0 (FLOP/s, e.g. 989e12)", self.peak_flops)
+        if self.strategy.startswith(("fsdp", "deepspeed")):  # untested here: refused rather than half-working
+            raise ConfigError(f"trainer.strategy={self.strategy} is not supported (only data parallel is tested); "
+                              f"choose one of {', '.join(STRATEGIES)}")
+        check_choice("trainer", "strategy", self.strategy, STRATEGIES)
 
 
 @dataclass
