@@ -1,4 +1,5 @@
-"""Ablation report: one row per variant (mean ± std over seeds), loss curves, bar charts, one HTML page.
+"""Ablation report: one row per variant (mean ± std over seeds, the canonical eval/mlm_loss first), Welch's
+t-test between every pair of variants, the settings held constant, curves and point plots, one HTML page.
 
     python -m lightning_bert.report SOURCE [--out DIR]
 
@@ -12,6 +13,7 @@ import argparse
 import base64
 import csv
 import html
+import itertools
 import json
 import re
 import statistics
@@ -23,10 +25,16 @@ from typing import Any, Iterable, Optional
 import yaml
 
 from lightning_bert.errors import UserError
+from lightning_bert.stats import at_chance, fmt_comparison, fmt_mean_std, mean_std
 from lightning_bert.sweep import STATE_FILE
-CURVE_METRIC = "val/mlm_loss"
-NOT_A_VARIANT = ("run.seed", "run.name", "run.output_dir", "run.resume", "logger.")  # differ per run anyway
-METRIC_ORDER = ("val/", "probe/", "glue/", "sts/")
+
+CURVE_METRIC, FALLBACK_CURVE = "eval/mlm_loss", "val/mlm_loss"
+NOT_A_VARIANT = ("run.seed", "run.name", "run.output_dir", "run.resume", "logger.", "data.cache_dir")
+METRIC_ORDER = ("eval/", "val/", "probe/", "glue/", "sts/")
+CANONICAL = ("eval/mlm_loss", "eval/mlm_loss_per_char", "eval/mlm_acc")  # the same inputs for every variant
+PER_TOKEN = ("eval/mlm_loss", "eval/mlm_acc", "val/mlm_loss", "val/mlm_acc", "val/loss", "val/perplexity")
+PROBE_DETAILS = ("_ci95", "_n", "_fit_n")  # shown beside a probe accuracy, not as columns
+TOKENIZER_KEYS = ("tokenizer.kind", "tokenizer.vocab_size", "tokenizer.lowercase", "tokenizer.path")
 
 
 class ReportError(UserError):
@@ -44,6 +52,7 @@ class RunRecord:
     metrics: dict[str, float]  # final values
     best: dict[str, float] = field(default_factory=dict)
     tokens_seen: Optional[float] = None
+    global_step: Optional[float] = None  # optimizer steps
     wall_time_s: Optional[float] = None
     history: list[dict[str, float]] = field(default_factory=list)  # rows: tokens_seen, val/mlm_loss, ...
     group: str = ""  # the sweep / W&B group name
@@ -74,7 +83,8 @@ def read_run_dir(run_dir: Path, name: str = "", params: Optional[dict] = None, s
             history = [{k: float(v) for k, v in row.items() if v} for row in csv.DictReader(fh)]
     return RunRecord(name=name or run_dir.name, status=summary.get("status") or status, params=dict(params or {}),
                      config=config, metrics=summary.get("metrics", {}), best=summary.get("best", {}),
-                     tokens_seen=summary.get("tokens_seen"), wall_time_s=summary.get("wall_time_s"), history=history,
+                     tokens_seen=summary.get("tokens_seen"), global_step=summary.get("global_step"),
+                     wall_time_s=summary.get("wall_time_s"), history=history,
                      group=group)
 
 
@@ -119,10 +129,11 @@ def read_wandb(path: str) -> list[RunRecord]:
             config = flatten(dict(run.config))
             summary = dict(run.summary._json_dict)
             final, best = _split_summary(summary)
-            history = run.history(keys=["tokens_seen", CURVE_METRIC], pandas=False)
+            history = run.history(keys=["tokens_seen", CURVE_METRIC, FALLBACK_CURVE], pandas=False)
             records.append(RunRecord(
                 name=run.name or run.id, status=run.state, params={k: config[k] for k in keys if k in config},
                 config=config, metrics=final, best=best, tokens_seen=summary.get("tokens_seen"),
+                global_step=summary.get("trainer/global_step", summary.get("_step")),
                 wall_time_s=summary.get("wall_time_s", summary.get("_runtime")), history=list(history),
                 group=run.group or ""))
     except Exception as err:  # wandb raises several types (CommError, ValueError, HTTPError)
@@ -136,15 +147,16 @@ def _value(record: RunRecord, key: str) -> Any:
     return record.config.get(key, record.config.get(f"run.{key}"))  # sweep key `experiment` = run.experiment
 
 
+def _same(values: Iterable[Any]) -> bool:
+    return len({json.dumps(v, sort_keys=True, default=str) for v in values}) <= 1
+
+
 def variant_keys(records: list[RunRecord]) -> list[str]:
     """The varied settings other than the seed: sweep parameters if known, else config differences."""
-    def varies(key: str) -> bool:
-        return len({json.dumps(_value(r, key), sort_keys=True, default=str) for r in records}) > 1
-
     keys = list(dict.fromkeys(k for r in records for k in r.params))
     if not keys:
         keys = sorted({k for r in records for k in r.config})
-    return [k for k in keys if not k.startswith(NOT_A_VARIANT) and varies(k)]
+    return [k for k in keys if not k.startswith(NOT_A_VARIANT) and not _same(_value(r, k) for r in records)]
 
 
 def group_variants(records: list[RunRecord]) -> dict[str, list[RunRecord]]:
@@ -158,39 +170,128 @@ def group_variants(records: list[RunRecord]) -> dict[str, list[RunRecord]]:
     return groups
 
 
-def mean_std(values: Iterable[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (n - 1; 0 for a single seed)."""
-    values = list(values)
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+def held_constant(groups: dict[str, list[RunRecord]]) -> list[str]:
+    """`key=value` of every config setting that all compared runs share (the seed and paths excepted)."""
+    runs = [r for rs in groups.values() for r in rs]
+    keys = sorted({k for r in runs for k in r.config} | {k for r in runs for k in r.params})
+    return [f"{k}={_value(runs[0], k)}" for k in keys
+            if not k.startswith(NOT_A_VARIANT) and _same(_value(r, k) for r in runs)] if runs else []
+
+
+def tokenizers_differ(groups: dict[str, list[RunRecord]]) -> bool:
+    """Per-token losses of runs with different vocabularies are not comparable."""
+    runs = [r for rs in groups.values() for r in rs]
+    return any(not _same(r.config.get(k) for r in runs) for k in TOKENIZER_KEYS)
 
 
 def metric_names(records: Iterable[RunRecord]) -> list[str]:
-    """Held-out metrics only (val/, probe/, glue/, sts/): last-batch train/* values are noise, not results."""
+    """Held-out metrics only (eval/, val/, probe/, glue/, sts/), the canonical eval/mlm_loss first; a
+    probe's interval and counts go beside its accuracy, not in columns of their own."""
     names = {k for r in records for k, v in r.metrics.items()
-             if isinstance(v, (int, float)) and k.startswith(METRIC_ORDER)}
-    rank = {n: next(i for i, p in enumerate(METRIC_ORDER) if n.startswith(p)) for n in names}
-    return sorted(names, key=lambda n: (rank[n], n))
+             if isinstance(v, (int, float)) and k.startswith(METRIC_ORDER) and not k.endswith(PROBE_DETAILS)}
+    rank = {n: (CANONICAL.index(n) if n in CANONICAL else len(CANONICAL),
+                next(i for i, p in enumerate(METRIC_ORDER) if n.startswith(p)), n) for n in names}
+    return sorted(names, key=rank.__getitem__)
 
 
-def _fmt(x: float) -> str:
-    return f"{x:.4g}"
+def is_headline(metric: str) -> bool:
+    """Metrics in the main table, compared pairwise: canonical eval, probe accuracies, the GLUE average."""
+    return metric.startswith("eval/") or metric == "glue/avg" or (metric.startswith("probe/") and metric.endswith("_acc"))
 
 
-def table_rows(groups: dict[str, list[RunRecord]]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows: variant, seeds, mean ± std of each metric, tokens seen, wall time."""
-    metrics = metric_names(r for runs in groups.values() for r in runs)
-    header = ["variant", "seeds", *metrics, "tokens seen", "wall time (s)"]
+def _values(runs: list[RunRecord], metric: str) -> list[float]:
+    return [float(r.metrics[metric]) for r in runs if isinstance(r.metrics.get(metric), (int, float))]
+
+
+def _probe_task(metric: str) -> str:
+    return metric.split("/", 1)[1].split("_", 1)[0]  # probe/sop_head_acc -> sop
+
+
+def column_header(groups: dict[str, list[RunRecord]], metric: str) -> str:
+    """Probe columns carry their test count and the widest per-run 95% interval."""
+    if not metric.startswith("probe/"):
+        return metric
+    runs = [r for rs in groups.values() for r in rs]
+    counts = {int(r.metrics[f"probe/{_probe_task(metric)}_n"]) for r in runs if f"probe/{_probe_task(metric)}_n" in r.metrics}
+    ci = _values(runs, metric + "_ci95")
+    if not ci:
+        return metric
+    n = f"n={min(counts)}" if len(counts) == 1 else f"n={min(counts)}-{max(counts)}" if counts else ""
+    return f"{metric} ({n}, 95% CI ≤ ±{max(ci):.2g})"
+
+
+def cell(runs: list[RunRecord], metric: str, per_token_marked: bool) -> str:
+    values = _values(runs, metric)
+    if not values:
+        return "–"
+    text = fmt_mean_std(values)
+    if metric.startswith("probe/") and metric.endswith("_acc"):
+        ci = _values(runs, metric + "_ci95")
+        if not ci:
+            return text + " (no interval)"
+        if at_chance(values, ci):
+            text += " ≈ chance"
+    if per_token_marked and metric in PER_TOKEN:
+        text += " †"
+    return text
+
+
+def _mean(runs: list[RunRecord], attr: str) -> list[float]:
+    return [float(getattr(r, attr)) for r in runs if getattr(r, attr) is not None]
+
+
+def _fmt_count(values: list[float]) -> str:
+    if not values:
+        return "–"
+    mean = statistics.fmean(values)
+    text = f"{mean / 1e6:.3g}M" if mean >= 1e6 else f"{mean:.4g}" if mean % 1 else f"{mean:.0f}"
+    return text if _same(values) else text + " (varies)"
+
+
+def table_rows(groups: dict[str, list[RunRecord]], headline: bool = True) -> tuple[list[str], list[list[str]]]:
+    """Main table: variant, seeds, the canonical and headline metrics (mean ± std over seeds, rounded to the
+    spread), tokens seen, optimizer steps, wall time. headline=False: the same for every other metric."""
+    metrics = [m for m in metric_names(r for runs in groups.values() for r in runs) if is_headline(m) == headline]
+    marked = tokenizers_differ(groups)
+    header = ["variant", "seeds", *(column_header(groups, m) for m in metrics)]
+    if headline:
+        header += ["tokenizer"] * marked + ["tokens seen", "steps", "wall time (s)"]
     rows = []
     for label, runs in groups.items():
-        cells = [label, str(len(runs))]
-        for metric in metrics:
-            values = [r.metrics[metric] for r in runs if isinstance(r.metrics.get(metric), (int, float))]
-            cells.append("–" if not values else "{} ± {}".format(*map(_fmt, mean_std(values))))
-        for attr in ("tokens_seen", "wall_time_s"):
-            values = [getattr(r, attr) for r in runs if getattr(r, attr) is not None]
-            cells.append(_fmt(statistics.fmean(values)) if values else "–")
-        rows.append(cells)
+        row = [label, str(len(runs)), *(cell(runs, m, marked) for m in metrics)]
+        if headline:
+            if marked:
+                row.append(" ".join(str(runs[0].config.get(k)) for k in TOKENIZER_KEYS[:2]))
+            walls = _mean(runs, "wall_time_s")
+            row += [_fmt_count(_mean(runs, "tokens_seen")), _fmt_count(_mean(runs, "global_step")),
+                    f"{statistics.fmean(walls):.0f}" if walls else "–"]
+        rows.append(row)
     return header, rows
+
+
+def comparison_rows(groups: dict[str, list[RunRecord]]) -> tuple[list[str], list[list[str]]]:
+    """Every pair of variants, every headline metric: Welch's t-test p-value of the difference over seeds,
+    or "within noise". Per-token losses are left out when the tokenizers differ."""
+    marked = tokenizers_differ(groups)
+    metrics = [m for m in metric_names(r for runs in groups.values() for r in runs)
+               if is_headline(m) and not (marked and m in PER_TOKEN)]
+    rows = []
+    for a, b in itertools.combinations(groups, 2):
+        row = [f"{b} vs {a}"]
+        for metric in metrics:
+            va, vb = _values(groups[a], metric), _values(groups[b], metric)
+            row.append(fmt_comparison(va, vb) if va and vb else "–")
+        rows.append(row)
+    return ["comparison (B vs A: Δ = B - A)", *metrics], rows
+
+
+def _short_labels(groups: dict[str, list[RunRecord]]) -> tuple[list[str], str]:
+    """Variant labels without their keys (for plot axes) and the keys (for the title)."""
+    labels = list(groups)
+    parts = [[item.split("=", 1) for item in label.split(", ")] for label in labels]
+    if all(len(p) == len(parts[0]) and all(len(kv) == 2 for kv in p) for p in parts):
+        return [", ".join(kv[1] for kv in p) for p in parts], ", ".join(kv[0] for kv in parts[0])
+    return labels, ""
 
 
 def _plt():  # type: ignore[no-untyped-def]
@@ -202,12 +303,19 @@ def _plt():  # type: ignore[no-untyped-def]
     return plt
 
 
-def plot_curves(groups: dict[str, list[RunRecord]], path: Path, metric: str = CURVE_METRIC) -> Optional[Path]:
-    """Validation MLM loss against tokens seen: mean line and ± std band over seeds, per variant."""
+def curve_metric(groups: dict[str, list[RunRecord]]) -> str:
+    """The canonical eval/mlm_loss where runs log it, else their own val/mlm_loss."""
+    rows = (row for runs in groups.values() for r in runs for row in r.history)
+    return CURVE_METRIC if any(CURVE_METRIC in row for row in rows) else FALLBACK_CURVE
+
+
+def plot_curves(groups: dict[str, list[RunRecord]], path: Path, metric: Optional[str] = None) -> Optional[Path]:
+    """Held-out MLM loss against tokens seen: mean line and ± std band over seeds, per variant."""
     import numpy as np
 
+    metric = metric or curve_metric(groups)
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 4.2))
     drawn = False
     for label, runs in groups.items():
         curves = [[(row["tokens_seen"], row[metric]) for row in r.history if "tokens_seen" in row and metric in row]
@@ -222,7 +330,7 @@ def plot_curves(groups: dict[str, list[RunRecord]], path: Path, metric: str = CU
         n = np.sum(~np.isnan(ys), axis=0)
         mean = np.nanmean(ys, axis=0)
         std = np.sqrt(np.nansum((ys - mean) ** 2, axis=0) / np.maximum(n - 1, 1))
-        ax.plot(grid, mean, label=f"{label} (n={len(curves)})")
+        ax.plot(grid, mean, marker="." if len(grid) < 30 else None, label=f"{label} (n={len(curves)})")
         ax.fill_between(grid, mean - std, mean + std, alpha=0.2)
         drawn = True
     if drawn:
@@ -234,28 +342,60 @@ def plot_curves(groups: dict[str, list[RunRecord]], path: Path, metric: str = CU
     return path if drawn else None
 
 
-def plot_bars(groups: dict[str, list[RunRecord]], metrics: list[str], path: Path, title: str) -> Optional[Path]:
-    """One panel per metric, one bar per variant, error bar = std over seeds."""
+def plot_points(groups: dict[str, list[RunRecord]], metrics: list[str], path: Path, title: str) -> Optional[Path]:
+    """One panel per metric: each variant's seeds (small dots) and mean ± std (point and error bar) on an
+    axis fitted to the data, never stretched to 0. Probe panels mark chance (0.5). At most 12 inches wide
+    at 100 dpi, so the page fits a 1280-pixel window."""
     if not metrics:
         return None
     plt = _plt()
+    labels, keys = _short_labels(groups)
     cols = min(len(metrics), 3)
     rows = -(-len(metrics) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.8 * rows), squeeze=False)
-    labels = list(groups)
+    height = 0.9 + 0.32 * len(labels)
+    fig, axes = plt.subplots(rows, cols, figsize=(12, height * rows + 0.6), squeeze=False)
     for ax, metric in zip(axes.flat, metrics):
-        stats = [mean_std([r.metrics[metric] for r in groups[lb] if metric in r.metrics] or [float("nan")])
-                 for lb in labels]
-        ax.bar(range(len(labels)), [m for m, _ in stats], yerr=[s for _, s in stats], capsize=4, color="tab:blue")
-        ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=7)
+        for i, label in enumerate(groups):
+            values = _values(groups[label], metric)
+            if not values:
+                continue
+            mean, std = mean_std(values)
+            ax.plot(values, [i] * len(values), "o", color="0.6", markersize=3, zorder=1)
+            ax.errorbar([mean], [i], xerr=[std], fmt="o", color="tab:blue", capsize=4, zorder=2)
+        if metric.startswith("probe/"):
+            ax.axvline(0.5, color="tab:red", linestyle="--", linewidth=1, label="chance")
+        ax.set_yticks(range(len(labels)), labels, fontsize=8)
+        ax.set_ylim(-0.6, len(labels) - 0.4)
+        ax.invert_yaxis()  # the table's order, top to bottom
+        ax.margins(x=0.15)
+        ax.tick_params(axis="x", labelsize=8)
         ax.set_title(metric, fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
     for ax in list(axes.flat)[len(metrics):]:
         ax.axis("off")
-    fig.suptitle(title)
+    fig.suptitle(f"{title} ({keys})" if keys else title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def _html_table(header: list[str], rows: list[list[str]], cls: str = "") -> str:
+    esc = html.escape
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<div class='scroll'><table class='{cls}'><tr>{head}</tr>{body}</table></div>"
+
+
+PAGE_STYLE = ("body{font-family:sans-serif;max-width:1220px;margin:0 auto;padding:0 12px;font-size:14px}"
+              "table{border-collapse:collapse;font-size:13px} td,th{border:1px solid #bbb;padding:3px 6px}"
+              "th{background:#f2f2f2} td{white-space:nowrap} .scroll{overflow-x:auto;max-width:100%}"
+              "img{max-width:100%;height:auto} .note{color:#a33} ul.constant{columns:3;font-size:12px;"
+              "font-family:monospace} h2{font-size:17px;margin-top:22px}")
 
 
 def write_report(records: list[RunRecord], out_dir: Path, title: str) -> Path:
@@ -263,35 +403,55 @@ def write_report(records: list[RunRecord], out_dir: Path, title: str) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     groups = group_variants(records)
     header, rows = table_rows(groups)
+    other_header, other_rows = table_rows(groups, headline=False)
+    cmp_header, cmp_rows = comparison_rows(groups)
+    constant = held_constant(groups)
     left_out = [r for r in records if r.status != "finished"]
     by_status = {s: sum(r.status == s for r in left_out) for s in sorted({r.status for r in left_out})}
     note = f"{len(records) - len(left_out)} finished runs in {len(groups)} variants."
     if left_out:
         note += (f" {len(left_out)} runs not finished are left out of the table ("
                  + ", ".join(f"{n} {s}" for s, n in by_status.items()) + ").")
+    notes = ["Mean ± std over seeds, rounded to the precision the seed spread allows. eval/* is the canonical "
+             "held-out set, the same inputs for every variant. '≈ chance': 0.5 lies within the accuracy's 95% "
+             "interval (test-set binomial or, over seeds, t), so it is not a result."]
+    if tokenizers_differ(groups):
+        notes.append("† The variants use different tokenizers: per-token losses are not comparable. "
+                     "Rank them by eval/mlm_loss_per_char (summed loss over masked tokens per character they cover).")
     metrics = metric_names(r for runs in groups.values() for r in runs)
     plots = [p for p in (
-        plot_curves(groups, out_dir / "val_mlm_loss_vs_tokens.png"),
-        plot_bars(groups, [m for m in metrics if m.startswith("val/")], out_dir / "final_metrics.png",
-                  "final validation metrics"),
-        plot_bars(groups, [m for m in metrics if m.startswith("probe/")], out_dir / "probe_accuracy.png",
-                  "NSP / SOP probe accuracy"),
-        plot_bars(groups, [m for m in metrics if m.startswith(("glue/", "sts/"))], out_dir / "downstream.png",
-                  "downstream metrics"),
+        plot_curves(groups, out_dir / "mlm_loss_vs_tokens.png"),
+        plot_points(groups, [m for m in metrics if m.startswith(("eval/", "val/"))], out_dir / "final_metrics.png",
+                    "final held-out metrics, mean ± std over seeds"),
+        plot_points(groups, [m for m in metrics if m.startswith("probe/")], out_dir / "probe_accuracy.png",
+                    "NSP / SOP probe accuracy, mean ± std over seeds"),
+        plot_points(groups, [m for m in metrics if m.startswith(("glue/", "sts/"))], out_dir / "downstream.png",
+                    "downstream metrics, mean ± std over seeds"),
     ) if p is not None]
-    md = [f"# {title}", "", note, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    md += ["| " + " | ".join(row) + " |" for row in rows]
-    md += [""] + [f"![{p.stem}]({p.name})" for p in plots]
+    md = [f"# {title}", "", note, "", *notes, "", *_md_table(header, rows), ""]
+    if cmp_header[1:]:
+        md += ["## Differences between variants (Welch's t-test over seeds)", "", *_md_table(cmp_header, cmp_rows), ""]
+    if other_header[2:]:
+        md += ["## Other held-out metrics", "", *_md_table(other_header, other_rows), ""]
+    md += ["## Settings held constant", "", ", ".join(f"`{c}`" for c in constant) or "(none)", ""]
+    md += [f"![{p.stem}]({p.name})" for p in plots]
     (out_dir / "report.md").write_text("\n".join(md) + "\n")
+
     esc = html.escape
-    cells = "".join(f"<th>{esc(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
-    images = "".join(f'<h2>{esc(p.stem)}</h2><img alt="{esc(p.stem)}" src="data:image/png;base64,'
-                     f'{base64.b64encode(p.read_bytes()).decode()}">' for p in plots)
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>"
-            "body{font-family:sans-serif} table{border-collapse:collapse} td,th{border:1px solid #bbb;"
-            f"padding:3px 8px}}</style></head><body><h1>{esc(title)}</h1><p>{esc(note)}</p>"
-            f"<table><tr>{cells}</tr>{body}</table>{images}</body></html>")
+    parts = [f"<h1>{esc(title)}</h1><p>{esc(note)}</p>",
+             *(f"<p class='{'note' if n.startswith('†') else ''}'>{esc(n)}</p>" for n in notes),
+             _html_table(header, rows, "main")]
+    if cmp_header[1:]:
+        parts += ["<h2>Differences between variants (Welch's t-test over seeds)</h2>", _html_table(cmp_header, cmp_rows)]
+    parts += [f'<h2>{esc(p.stem.replace("_", " "))}</h2><img alt="{esc(p.stem)}" src="data:image/png;base64,'
+              f'{base64.b64encode(p.read_bytes()).decode()}">' for p in plots]
+    if other_header[2:]:
+        parts += ["<h2>Other held-out metrics</h2>", _html_table(other_header, other_rows)]
+    parts += ["<h2>Settings held constant</h2><ul class='constant'>"
+              + "".join(f"<li>{esc(c)}</li>" for c in constant) + "</ul>"]
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' "
+            f"content='width=device-width'><title>{esc(title)}</title><style>{PAGE_STYLE}</style></head>"
+            f"<body>{''.join(parts)}</body></html>")
     (out_dir / "report.html").write_text(page)
     return out_dir / "report.html"
 

@@ -17,6 +17,7 @@ import math
 import os
 import re
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -276,6 +277,11 @@ def _run_trials(spec: dict[str, Any], state: dict[str, Any], total: int, program
         echo(_progress(trial, total, shown, metric))
 
 
+def sweep_directory(sweep_file: str | Path, out_dir: Optional[str | Path] = None) -> Path:
+    """--dir, else sweeps_out/<yaml stem>."""
+    return Path(out_dir or Path("sweeps_out") / Path(sweep_file).stem)
+
+
 def run_sweep(sweep_file: str | Path, count: Optional[int] = None, out_dir: Optional[str | Path] = None,
               echo: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
     """Run (or resume) the sweep until it holds `count` trials or the grid is done; return its state."""
@@ -289,7 +295,7 @@ def run_sweep(sweep_file: str | Path, count: Optional[int] = None, out_dir: Opti
         raise SweepError(f"{spec['method']} search never ends by itself: pass --count N or set run_cap in the YAML")
     program = resolve_program(str(spec["program"]), sweep_file)
     name = str(spec.get("name") or sweep_file.stem)
-    sweep_dir = Path(out_dir or Path("sweeps_out") / sweep_file.stem)
+    sweep_dir = sweep_directory(sweep_file, out_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     with open(sweep_dir / ".lock", "w") as lock:
         try:
@@ -317,7 +323,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         print("interrupted: the running trial was stopped; rerun the same command to resume", file=sys.stderr)
         return 130
     counts = {s: sum(t["state"] == s for t in state["trials"]) for s in ("finished", "failed", "crashed")}
+    sweep_dir = sweep_directory(args.sweep_file, args.dir)
     print(f"sweep {state['name']}: " + ", ".join(f"{n} {s}" for s, n in counts.items()), flush=True)
+    print(f"sweep directory: {sweep_dir}\nreport: python -m lightning_bert.report {shlex.quote(str(sweep_dir))}",
+          flush=True)
     return 0
 
 

@@ -52,15 +52,18 @@ def main(args: list[str]) -> int:
     for step in range(1, steps + 1):
         loss = final + (steps - step) * 0.5
         rows.append({"step": step, "tokens_seen": step * tokens_per_step, "train/loss": loss + 0.1,
-                     "val/loss": "", "val/mlm_loss": ""})
+                     "val/loss": "", "val/mlm_loss": "", "eval/mlm_loss": ""})
         rows.append({"step": step, "tokens_seen": step * tokens_per_step, "train/loss": "",
-                     "val/loss": loss + 0.2, "val/mlm_loss": loss})
+                     "val/loss": loss + 0.2, "val/mlm_loss": loss, "eval/mlm_loss": loss - 0.1})
     with open(run_dir / "metrics.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     metrics = {"val/loss": final + 0.2, "val/mlm_loss": final, "val/mlm_acc": 1 / final,
-               "probe/nsp_acc": 0.5 + final / 10, "probe/sop_acc": 0.4 + final / 10, "glue/sst2/acc": final / 5}
+               "eval/mlm_loss": final - 0.1, "eval/mlm_loss_per_char": (final - 0.1) / 4.2, "eval/mlm_acc": 0.9 / final,
+               "probe/nsp_acc": 0.5 + final / 10, "probe/nsp_acc_ci95": 0.03, "probe/nsp_n": 1200.0,
+               "probe/sop_acc": 0.4 + final / 10, "probe/sop_acc_ci95": 0.03, "probe/sop_n": 1100.0,
+               "glue/sst2/acc": final / 5}
     summary = {"status": "finished", "metrics": metrics, "best": dict(metrics), "global_step": steps,
                "tokens_seen": steps * tokens_per_step, "wall_time_s": final * 10, "run_dir": str(run_dir),
                "wandb": {"id": os.environ.get("WANDB_RUN_ID"), "mode": os.environ.get("WANDB_MODE")}}

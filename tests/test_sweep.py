@@ -69,6 +69,18 @@ def test_grid_runs_every_point_once_with_agent_command_and_env(tmp_path: Path, c
     assert len(calls(calls_file)) == 4
 
 
+def test_main_ends_by_naming_the_sweep_directory_and_the_report_command(tmp_path: Path, calls_file: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_sweep(tmp_path, {"run.seed": {"values": [1, 2]}})
+    assert sweep.main([str(path), "--dir", str(tmp_path / "my out")]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-2:]
+    assert last == [f"sweep directory: {tmp_path / 'my out'}",
+                    f"report: python -m lightning_bert.report '{tmp_path / 'my out'}'"]
+    from lightning_bert import report  # the printed command works as printed
+
+    assert report.main([str(tmp_path / "my out"), "--out", str(tmp_path / "rep")]) == 0
+
+
 def test_crashing_trial_is_failed_and_the_next_one_runs(tmp_path: Path, calls_file: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAKE_TRAIN_CRASH", "run.seed=1")
@@ -196,10 +208,34 @@ def test_repo_sweeps_are_valid_and_hold_compute_equal(path: Path) -> None:
     sweep.load_sweep(path)
     params = spec["parameters"]
     assert spec["program"] == "train.py" and "${args_no_hyphens}" in spec["command"]
-    assert spec["metric"]["name"] in ("val/loss", "val/mlm_loss") and spec["metric"]["goal"] == "minimize"
+    # the canonical held-out MLM loss: the same inputs for every variant; per character when tokenizers differ
+    tokenizers_vary = "experiment" in params or any(k.startswith("tokenizer.") and "values" in p for k, p in params.items())
+    assert spec["metric"] == {"name": "eval/mlm_loss_per_char" if tokenizers_vary else "eval/mlm_loss",
+                              "goal": "minimize"}
     assert "value" in params["data.max_seq_length"]
     if spec["method"] == "grid":  # an ablation: >= 3 seeds per variant, fixed tokens = steps x batch x length
         assert len(params["run.seed"]["values"]) >= 3
         assert "value" in params["trainer.max_steps"] and "value" in params["trainer.batch_size"]
     else:  # the search: fixed token budget, batch size free
         assert "value" in params["trainer.max_tokens"] and "trainer.max_steps" not in params
+
+
+@pytest.mark.slow
+def test_cpu_masking_sweep_repeats_each_static_mask_as_its_comment_says(shared_data: Path, tmp_path: Path) -> None:
+    """RoBERTa's comparison: dupe factor 10 over 40 epochs, each static mask seen 4 times. The example count
+    the file states is the real one, and its steps give those epochs."""
+    path = REPO / "sweeps" / "cpu_masking_mode.yaml"
+    text, spec = path.read_text(), yaml.safe_load(path.read_text())
+    fixed = {k: p["value"] for k, p in spec["parameters"].items() if "value" in p}
+    from lightning_bert.config import load
+    from lightning_bert.data.datamodule import PretrainDataModule
+
+    overrides = [f"{k}={v}" for k, v in fixed.items() if not k.startswith(("logger.", "data.path"))]
+    data = PretrainDataModule(load(overrides + [f"data.path={shared_data / 'wikipedia-en' / 'train.txt'}",
+                                                "masking.mode=dynamic", f"data.cache_dir={tmp_path}"]))
+    data.setup()
+    examples = len(data.train_set)
+    assert f"{examples:,} training examples" in text
+    epochs = fixed["trainer.max_steps"] * fixed["trainer.batch_size"] / examples
+    assert epochs == pytest.approx(40, abs=0.05) and fixed["masking.dupe_factor"] == 10
+    assert "each static mask is seen 40 / 10 = 4 times" in text
