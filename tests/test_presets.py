@@ -16,6 +16,8 @@ EXPECTED = {  # what each preset must switch on (the papers' defining choices)
     "albert": {"tokenizer.kind": "unigram", "objective.sentence": "sop", "model.share_layers": "all"},
     "spanbert": {"masking.unit": "span", "objective.sbo": True, "objective.sentence": "none"},
     "xlnet": {"objective.lm": "plm", "model.attention": "relative", "objective.plm_k": 6, "objective.sentence": "none"},
+    "mlm_relative": {"objective.lm": "mlm", "model.attention": "relative", "model.position_biased_input": False},
+    "mlm_absolute": {"objective.lm": "mlm", "model.attention": "absolute", "objective.sentence": "none"},
 }
 
 
