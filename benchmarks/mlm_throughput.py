@@ -5,7 +5,9 @@
 Identical sizes (hidden 256, 4 layers, 4 heads, FFN 1024, vocab 30522), sequence 128, batch 32,
 AdamW, the same batches; the two models alternate round by round in one process, so drift in the
 machine's speed hits both. Prints the median tokens/s of each, the ratio, and peak memory of one
-training step in a fresh process (RSS on CPU, allocated bytes on CUDA).
+training step in a fresh process (RSS on CPU, allocated bytes on CUDA). MFU beside tokens/s uses the
+model FLOPs of lightning_bert.flops (sparse MLM head: the useful work, the same for both models) against
+--peak-flops, else the GPU table, else (CPU) a measured fp32 matmul peak of this machine.
 """
 from __future__ import annotations
 
@@ -91,12 +93,26 @@ def peak_memory(name: str, device: str, threads: int) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def matmul_peak(device: str, size: int = 2048, repeats: int = 5) -> float:
+    """Best FLOP/s of a square fp32 matmul: this machine's practical peak where no table entry exists."""
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5, help="training steps per round")
     parser.add_argument("--rounds", type=int, default=6, help="alternating rounds per model (first is warm-up)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--peak-flops", type=float, default=None, help="peak FLOP/s for MFU (default: table/measured)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     # Memory first, while this process is small: Linux keeps a parent's peak RSS across fork+exec.
@@ -113,10 +129,19 @@ def main() -> None:
             if round_ > 0:  # round 0 warms up allocators and kernels
                 speeds[name].append(tps)
     ours, ref = (statistics.median(speeds[k]) for k in ("ours", "transformers"))
+    from lightning_bert.flops import count_flops, device_peak_flops
+
+    per_token = count_flops(SIZES["hidden"], SIZES["layers"], SIZES["ffn"], SIZES["vocab"], SIZES["seq"]).training
+    peak, source = args.peak_flops, "given"
+    if not peak and args.device == "cuda":
+        peak, source = device_peak_flops("32-true"), f"table ({torch.cuda.get_device_name()})"
+    if not peak:
+        peak, source = matmul_peak(args.device), "measured fp32 matmul"
     unit = "MiB allocated" if args.device == "cuda" else "MiB peak RSS"
     print(f"device={args.device} threads={args.threads} sizes={SIZES}")
-    print(f"ours          {ours:10.0f} tokens/s   {memory['ours']:8.0f} {unit}")
-    print(f"transformers  {ref:10.0f} tokens/s   {memory['transformers']:8.0f} {unit}")
+    print(f"model FLOPs/token (train) {per_token / 1e6:.1f} M; peak {peak / 1e9:.1f} GFLOP/s ({source})")
+    print(f"ours          {ours:10.0f} tokens/s  MFU {ours * per_token / peak:6.1%}   {memory['ours']:8.0f} {unit}")
+    print(f"transformers  {ref:10.0f} tokens/s  MFU {ref * per_token / peak:6.1%}   {memory['transformers']:8.0f} {unit}")
     print(f"ratio ours/transformers: {ours / ref:.2f}x")
 
 
