@@ -99,16 +99,14 @@ class ResumableCSVLogger(CSVLogger):
 
 @rank_zero_only
 def trim_metrics(path: Path, from_step: int) -> None:
-    """Drop rows logged after the checkpoint we resume from (steps >= from_step are trained again), and
-    the validation of its own step (row from_step - 1): the checkpoint is written before that
-    validation, which Lightning therefore runs again on resume."""
+    """Drop rows logged after the checkpoint we resume from: those steps are trained again. (The
+    checkpoint of step k is written before step k's validation; a run killed inside that validation
+    has no row for it, and the resumed run does not repeat it.)"""
     if not path.is_file():
         return
 
     def kept(row: dict[str, str]) -> bool:
-        step = int(row["step"])
-        trained = any(row.get(k) for k in row if k and k.startswith("train/"))
-        return step < from_step - 1 or (step == from_step - 1 and trained)
+        return int(row["step"]) < from_step
 
     with open(path, newline="") as file:
         reader = csv.DictReader(file)
