@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import urlparse
@@ -17,6 +18,35 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
+
+
+# Third-party notices a user can do nothing about, each matched exactly (nothing broader is hidden):
+_QUIET_LOGS = {
+    # Lightning advertises its cloud products once per Trainer.
+    "lightning.pytorch.utilities.rank_zero": ("\U0001f4a1 Tip: For seamless",),
+    # Lightning's note when trainer.save_checkpoint is called without weights_only (full state is wanted).
+    "lightning.pytorch.trainer.connectors.checkpoint_connector": ("`weights_only` was not set",),
+}
+
+
+class _DropPrefixes(logging.Filter):
+    def __init__(self, prefixes: tuple[str, ...]):
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefixes)
+
+
+def quiet_third_party() -> None:
+    """Keep a run's output to its own progress and results (call once per process, before training)."""
+    # Lightning's _pytree still calls isinstance(x, LeafSpec), which torch >= 2.10 deprecates.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                            category=FutureWarning)
+    for name, prefixes in _QUIET_LOGS.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropPrefixes) for f in logger.filters):
+            logger.addFilter(_DropPrefixes(prefixes))
 
 
 def has_api_key() -> bool:
@@ -49,9 +79,19 @@ def choose_mode(requested: str, timeout: float) -> str:
     return requested
 
 
+def _wandb_logger(mode: str, kwargs: dict[str, Any]) -> WandbLogger:
+    logger = WandbLogger(mode=mode, **kwargs)
+    # Lightning always passes anonymous=None, and wandb >= 0.19 warns that the setting has no effect.
+    if logger._wandb_init.get("anonymous", "") is None:
+        del logger._wandb_init["anonymous"]
+    return logger
+
+
 def wandb_logger(cfg: DictConfig, run_dir: Path, run_name: str, run_id: Optional[str],
                  config: dict[str, Any]) -> Optional[WandbLogger]:
-    """The W&B logger for this run (None when disabled); `run_id` resumes an earlier run."""
+    """The W&B logger for this run (None when disabled); `run_id` resumes an earlier run. Called once per
+    run before the Trainer exists, it also quiets the third-party notices (quiet_third_party)."""
+    quiet_third_party()
     wb = cfg.logger.wandb
     mode = choose_mode(wb.mode, wb.init_timeout) if rank_zero_only.rank == 0 else "offline"
     if mode == "disabled":
@@ -63,12 +103,12 @@ def wandb_logger(cfg: DictConfig, run_dir: Path, run_name: str, run_id: Optional
                   group=wb.group or os.environ.get("WANDB_RUN_GROUP"), tags=tags, config=config,
                   id=run_id or os.environ.get("WANDB_RUN_ID"), resume="allow",
                   settings=wandb.Settings(init_timeout=wb.init_timeout, console="off", silent=True))
-    logger = WandbLogger(mode=mode, **kwargs)
+    logger = _wandb_logger(mode, kwargs)
     if rank_zero_only.rank == 0:
         try:
             logger.experiment  # creates the run now, inside the guard, not mid-training
         except Exception as err:  # noqa: BLE001 - any init failure: keep training, offline
             log.warning("W&B: online init failed (%s), logging offline", str(err).splitlines()[0])
-            logger = WandbLogger(mode="offline", **kwargs)
+            logger = _wandb_logger("offline", kwargs)
             logger.experiment
     return logger

@@ -34,3 +34,37 @@ def test_online_with_an_unreachable_server_falls_back_at_once(no_wandb_env) -> N
     assert choose_mode("auto", 30) == "offline" and choose_mode("online", 30) == "offline"
     assert time.time() - start < 5
     assert choose_mode("disabled", 30) == "disabled"
+
+
+def test_third_party_notices_are_quiet_and_nothing_else(caplog: pytest.LogCaptureFixture, tmp_path) -> None:
+    import logging
+    import warnings
+
+    from lightning.pytorch.utilities import _pytree
+    from lightning.pytorch.utilities.rank_zero import rank_zero_info
+
+    from lightning_bert.config import load
+    from lightning_bert.tracking import quiet_third_party, wandb_logger
+
+    quiet_third_party()
+    quiet_third_party()  # idempotent: one filter per logger
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        quiet_third_party()
+        _pytree._tree_flatten({"a": [1, 2]})  # Lightning's LeafSpec check, deprecated by torch
+        warnings.warn("an unrelated FutureWarning", FutureWarning)
+    assert [str(w.message) for w in caught] == ["an unrelated FutureWarning"]
+    checkpoints = logging.getLogger("lightning.pytorch.trainer.connectors.checkpoint_connector")
+    with caplog.at_level(logging.INFO):
+        rank_zero_info("\U0001f4a1 Tip: For seamless cloud logging and experiment tracking, try installing litlogger")
+        rank_zero_info("GPU available: False, used: False")
+        checkpoints.info("`weights_only` was not set, defaulting to `False`.")
+        checkpoints.info("Restoring states from the checkpoint path at x.ckpt")
+    assert "Tip" not in caplog.text and "weights_only" not in caplog.text
+    assert "GPU available" in caplog.text and "Restoring states" in caplog.text
+    assert len(logging.getLogger("lightning.pytorch.utilities.rank_zero").filters) >= 1
+
+    # W&B: Lightning passes anonymous=None, which wandb warns about; the logger we build leaves it out.
+    logger = wandb_logger(load(["logger.wandb.mode=offline"]), tmp_path, "quiet", None, {})
+    assert "anonymous" not in logger._wandb_init
+    logger.experiment.finish()
