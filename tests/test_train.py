@@ -207,3 +207,77 @@ def test_bf16_mixed_precision_trains_on_cpu_within_epsilon_of_fp32(tiny_override
     assert len(losses["32-true"]) == len(losses["bf16-mixed"]) == 4
     for fp32, bf16 in zip(losses["32-true"], losses["bf16-mixed"]):
         assert abs(bf16 - fp32) < BF16_EPS, losses
+
+
+@pytest.mark.slow
+def test_gradient_accumulation_equals_the_large_batch(tiny_overrides: list[str], tmp_path: Path) -> None:
+    """k micro-batches of b train exactly like one batch of k*b (the loss is normalised over the whole
+    step's predictions), alone and under DDP: 1x8, 4x2 accumulated, and 2 ranks x (2x2 accumulated)."""
+    exact = tiny_overrides + ["model.dropout=0", "model.attention_dropout=0", "eval.probes=false",
+                              "trainer.accelerator=cpu", "trainer.max_steps=3", "objective.sentence=nsp"]
+    train(exact + ["run.name=big", "trainer.batch_size=8"])
+    train(exact + ["run.name=acc", "trainer.batch_size=2", "trainer.accumulate_grad_batches=4"])
+    train(exact + ["run.name=ddp_acc", "trainer.batch_size=2", "trainer.accumulate_grad_batches=2",
+                   "trainer.devices=2", "trainer.strategy=ddp"])
+    big = weights(tmp_path / "runs" / "big")
+    for other in ("acc", "ddp_acc"):
+        theirs = weights(tmp_path / "runs" / other)
+        for name in big:
+            torch.testing.assert_close(theirs[name], big[name], rtol=0, atol=1e-5, msg=f"{other}: {name}")
+    tokens = {r: json.loads((tmp_path / "runs" / r / "summary.json").read_text())["tokens_seen"]
+              for r in ("big", "acc", "ddp_acc")}
+    assert len(set(tokens.values())) == 1, tokens
+
+
+def test_short_run_validates_its_final_weights(tiny_overrides: list[str], tmp_path: Path) -> None:
+    """A 3-step run with validation every 100 steps still reports val/* and eval/* of step 3's weights."""
+    train(tiny_overrides + ["run.name=short", "trainer.max_steps=3", "trainer.val_check_interval=100",
+                            "eval.probes=false"])
+    run_dir = tmp_path / "runs" / "short"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert {"val/loss", "val/mlm_loss", "eval/mlm_loss", "eval/mlm_acc", "eval/mlm_loss_per_char"} <= set(
+        summary["metrics"])
+    rows = metric_rows(run_dir)
+    assert rows[-1] == ("2", "val") and sum(kind == "val" for _, kind in rows) == 1
+    # the summary's eval/mlm_loss is the final weights' loss on the canonical set, recomputed here
+    from lightning_bert.config import load
+    from lightning_bert.data.datamodule import PretrainDataModule
+    from lightning_bert.pretrain import PretrainModule
+
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    module = PretrainModule(ckpt["hyper_parameters"]["config"], ckpt["hyper_parameters"]["vocab_size"])
+    module.load_state_dict(ckpt["state_dict"])
+    module.eval()
+    data = PretrainDataModule(load(tiny_overrides))
+    data.setup()
+    loss_sum, count = 0.0, 0
+    with torch.no_grad():
+        for batch in data.canonical_loader():
+            out = module.objectives["mlm"](module(batch), batch)
+            loss_sum, count = loss_sum + float(out.loss_sum), count + len(out.target)
+    assert abs(loss_sum / count - summary["metrics"]["eval/mlm_loss"]) < 1e-4
+
+
+@pytest.mark.slow
+def test_torchrun_two_nodes_agree_and_match_one_process(tiny_overrides: list[str], tmp_path: Path) -> None:
+    """torchrun --nnodes=2 --nproc_per_node=1 on loopback, no run.name: both processes use one run
+    directory, the caches are built once (by global rank 0), and the weights equal one process with the
+    same global batch."""
+    exact = tiny_overrides + ["model.dropout=0", "model.attention_dropout=0", "eval.probes=false",
+                              "trainer.accelerator=cpu", "trainer.max_steps=3"]
+    nodes = [exact + ["trainer.batch_size=4", "trainer.num_nodes=2", "trainer.strategy=ddp"]]
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
+                               f"--node_rank={rank}", "--master_addr=127.0.0.1", "--master_port=29531",
+                               "train.py", *nodes[0]], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs[0][1][-2000:] + outputs[1][1][-2000:]
+    runs = [d for d in (tmp_path / "runs").iterdir() if d.name != "one"]
+    assert len(runs) == 1, runs  # one directory for both nodes
+    logs = outputs[0][1] + outputs[1][1]
+    assert logs.count("training wordpiece tokenizer") == 1 and logs.count("reusing tokenizer") == 1
+    train(exact + ["run.name=one", "trainer.batch_size=8"])  # same caches (tokenizer ids are not reproducible)
+    one, two = weights(tmp_path / "runs" / "one"), weights(runs[0])
+    for name in one:
+        torch.testing.assert_close(two[name], one[name], rtol=0, atol=1e-5, msg=name)
