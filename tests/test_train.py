@@ -256,3 +256,28 @@ def test_short_run_validates_its_final_weights(tiny_overrides: list[str], tmp_pa
             out = module.objectives["mlm"](module(batch), batch)
             loss_sum, count = loss_sum + float(out.loss_sum), count + len(out.target)
     assert abs(loss_sum / count - summary["metrics"]["eval/mlm_loss"]) < 1e-4
+
+
+@pytest.mark.slow
+def test_torchrun_two_nodes_agree_and_match_one_process(tiny_overrides: list[str], tmp_path: Path) -> None:
+    """torchrun --nnodes=2 --nproc_per_node=1 on loopback, no run.name: both processes use one run
+    directory, the caches are built once (by global rank 0), and the weights equal one process with the
+    same global batch."""
+    exact = tiny_overrides + ["model.dropout=0", "model.attention_dropout=0", "eval.probes=false",
+                              "trainer.accelerator=cpu", "trainer.max_steps=3"]
+    nodes = [exact + ["trainer.batch_size=4", "trainer.num_nodes=2", "trainer.strategy=ddp"]]
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
+                               f"--node_rank={rank}", "--master_addr=127.0.0.1", "--master_port=29531",
+                               "train.py", *nodes[0]], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs[0][1][-2000:] + outputs[1][1][-2000:]
+    runs = [d for d in (tmp_path / "runs").iterdir() if d.name != "one"]
+    assert len(runs) == 1, runs  # one directory for both nodes
+    logs = outputs[0][1] + outputs[1][1]
+    assert logs.count("training wordpiece tokenizer") == 1 and logs.count("reusing tokenizer") == 1
+    train(exact + ["run.name=one", "trainer.batch_size=8"])  # same caches (tokenizer ids are not reproducible)
+    one, two = weights(tmp_path / "runs" / "one"), weights(runs[0])
+    for name in one:
+        torch.testing.assert_close(two[name], one[name], rtol=0, atol=1e-5, msg=name)
