@@ -16,6 +16,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_bert.checkpoint import encoder_config
 from lightning_bert.errors import Diverged
+from lightning_bert.flops import device_peak_flops, training_flops_per_token
 from lightning_bert.model.encoder import BertEncoder
 from lightning_bert.objectives import build_objectives
 
@@ -66,6 +67,7 @@ class PretrainModule(pl.LightningModule):
         self.schedule_steps: int | None = None  # LR schedule length (fit sets it for token budgets)
         self._window_start, self._window_tokens = time.perf_counter(), torch.zeros((), dtype=torch.long)
         self._canonical: list[dict[str, Tensor]] | None = None
+        self._flops_per_token, self._peak_flops = 0.0, None
 
     def _stage_metrics(self) -> nn.ModuleDict:
         metrics = {}
@@ -176,7 +178,11 @@ class PretrainModule(pl.LightningModule):
         self.log("train/lr", self.lr_schedulers().get_last_lr()[0], on_step=True)
         if self.global_step % self.trainer.log_every_n_steps == 0:  # real tokens per second, all ranks
             now = time.perf_counter()
-            self.log("train/tokens_per_sec", self._window_tokens.float() / (now - self._window_start), on_step=True)
+            rate = self._window_tokens.float() / (now - self._window_start)
+            self.log("train/tokens_per_sec", rate, on_step=True)
+            if self._peak_flops:  # against the peak of every device in the run
+                self.log("train/mfu", rate * self._flops_per_token / (self._peak_flops * self.trainer.world_size),
+                         on_step=True)
             self._window_start, self._window_tokens = now, torch.zeros_like(self._window_tokens)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -227,6 +233,16 @@ class PretrainModule(pl.LightningModule):
 
     def on_train_start(self) -> None:
         self._window_start = time.perf_counter()  # not counting data and model setup
+        t = self.cfg.trainer
+        self._flops_per_token = training_flops_per_token(self.cfg, self.encoder.config.vocab_size)
+        self._peak_flops = device_peak_flops(t.precision, t.get("peak_flops")) if self.device.type != "cpu" \
+            else t.get("peak_flops")
+
+    def configure_model(self) -> None:
+        """trainer.compile: torch.compile the encoder's layers (fewer, fused kernels on GPU)."""
+        if self.cfg.trainer.get("compile", False) and not getattr(self, "_compiled", False):
+            self.encoder.compile()
+            self._compiled = True
 
     def on_train_epoch_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
