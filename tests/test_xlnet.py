@@ -170,6 +170,18 @@ def test_special_and_context_tokens_never_see_targets() -> None:
     assert grad.abs().sum(-1)[context].min() > 0
 
 
+def test_bfloat16_autocast_and_pure_bfloat16_track_fp32() -> None:
+    encoder, plm = tiny_model()
+    batch = random_batch()
+    with torch.no_grad():
+        reference = plm(None, batch).loss
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = plm(None, batch).loss
+        encoder.to(torch.bfloat16), plm.to(torch.bfloat16)
+        pure = plm(None, batch).loss
+    assert abs(mixed - reference) < 0.05 * reference and abs(pure.float() - reference) < 0.05 * reference
+
+
 # ------------------------------------------------------------------------------------------ data
 
 

@@ -49,15 +49,16 @@ class SinusoidalRelativePositions(nn.Module):
 
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
-        inv_freq = 1.0 / 10000 ** (torch.arange(0, cfg.hidden_size, 2.0) / cfg.hidden_size)
-        self.register_buffer("inv_freq", inv_freq, persistent=False)  # not a weight: nothing to checkpoint
+        self.hidden_size = cfg.hidden_size
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, input_ids: Tensor, token_type_ids: Optional[Tensor],
                 attention_mask: Optional[Tensor]) -> RelativeContext:
         length = input_ids.shape[1]
+        # fp32 whatever the model's dtype (no buffer that .to(bfloat16) would round): distances reach 4096
+        inv_freq = 1.0 / 10000 ** (torch.arange(0, self.hidden_size, 2.0, device=input_ids.device) / self.hidden_size)
         distance = torch.arange(length, -length, -1.0, device=input_ids.device)
-        angles = distance[:, None] * self.inv_freq
+        angles = distance[:, None] * inv_freq
         pos_emb = self.dropout(torch.cat([angles.sin(), angles.cos()], dim=-1))
         rows = torch.arange(length, device=input_ids.device)
         rel_index = length - rows[:, None] + rows
@@ -94,7 +95,7 @@ class RelativeAttention(nn.Module):
             q = F.linear(query, wq).view(batch, query.shape[1], heads, -1).transpose(1, 2)
             k, v = F.linear(x, wkv).view(batch, length, 2, heads, -1).permute(2, 0, 3, 1, 4)
         rows = q.shape[2]
-        r = self.r(context.pos_emb).view(2 * length, heads, -1).permute(1, 2, 0)  # [n, d, 2L]
+        r = self.r(context.pos_emb.to(self.r.weight.dtype)).view(2 * length, heads, -1).permute(1, 2, 0)  # [n, d, 2L]
         position = torch.matmul(q + self.r_r_bias, r.to(q.dtype))  # [B, n, Lq, 2L]: every distance
         index = context.rel_index
         index = index[None, None] if index.dim() == 2 else index[:, None]
