@@ -131,22 +131,28 @@ class DisentangledAttention(nn.Module):
         return self.out(y.transpose(1, 2).reshape(batch, -1, hidden))
 
     def position_bias(self, q: Tensor, k: Tensor, context: RelativeContext) -> Tensor:
-        """(c2p + p2c) * scale, [B, h, Lq, L]."""
+        """(c2p + p2c) * scale, [B, h, Lq, L] (a transposed view of a [h, B, Lq, L] tensor).
+
+        The products run per head over all B * L rows at once ([h, B*L, d] x [h, d, R]): broadcasting
+        the [h, R, d] position projections against [B, h, L, d] would copy them B times (and sum B
+        gradients back), which is what transformers' `.repeat` does."""
         table = self.position_dropout(context.embeddings)
-        index = context.index[:, None]  # [1|B, 1, Lq, L]
-        batch, heads, queries, _ = q.shape
+        batch, heads, queries, dim = q.shape
         keys = k.shape[2]
+        index = context.index[None]  # [1, 1|B, Lq, L]
         bias = None
         if "c2p" in self.terms:
-            pos_key = self._heads(self.key(table) if self.share_att_key else self.pos_key(table))  # [h, R, d]
-            c2p = torch.matmul(q, pos_key.transpose(-1, -2))  # [B, h, Lq, R]
-            bias = torch.gather(c2p, -1, index.expand(batch, heads, queries, keys))
+            pos_key = self._heads(self.key(table) if self.share_att_key else self.pos_key(table)) * self.scale
+            c2p = torch.matmul(q.transpose(0, 1).reshape(heads, -1, dim), pos_key.transpose(-1, -2))
+            c2p = c2p.view(heads, batch, queries, -1)  # [h, B, Lq, R]
+            bias = torch.gather(c2p, -1, index.expand(heads, batch, queries, keys))
         if "p2c" in self.terms:
-            pos_query = self._heads(self.query(table) if self.share_att_key else self.pos_query(table))
-            p2c = torch.matmul(k, pos_query.transpose(-1, -2))  # [B, h, L, R]: key j against row d(i, j)
-            p2c = torch.gather(p2c, -1, index.transpose(-1, -2).expand(batch, heads, keys, queries)).transpose(-1, -2)
+            pos_query = self._heads(self.query(table) if self.share_att_key else self.pos_query(table)) * self.scale
+            p2c = torch.matmul(k.transpose(0, 1).reshape(heads, -1, dim), pos_query.transpose(-1, -2))
+            p2c = p2c.view(heads, batch, keys, -1)  # [h, B, L, R]: key j against row d(i, j)
+            p2c = torch.gather(p2c, -1, index.transpose(-1, -2).expand(heads, batch, keys, queries)).transpose(-1, -2)
             bias = p2c if bias is None else bias + p2c
-        return (bias * self.scale).to(q.dtype)
+        return bias.transpose(0, 1).to(q.dtype)
 
 
 class EnhancedMaskDecoder(nn.Module):
