@@ -182,6 +182,34 @@ def test_bfloat16_autocast_and_pure_bfloat16_track_fp32() -> None:
     assert abs(mixed - reference) < 0.05 * reference and abs(pure.float() - reference) < 0.05 * reference
 
 
+def test_transformers_collator_masks_leak_without_its_mask_tokens(shared_data: Path) -> None:
+    """The bug the masks above avoid: DataCollatorForPermutationLanguageModeling lets [CLS]/[SEP] see
+    targets and every target see [CLS]/[SEP]. It hides this by feeding <mask> at the targets; with the
+    paper's uncorrupted input, a target's query depends on its own token, two layers deep."""
+    import transformers
+
+    from lightning_bert.data.tokenizer import train_tokenizer
+    from lightning_bert.hf import fast_tokenizer
+
+    text = (shared_data / "wikitext-2-raw" / "wiki.valid.raw").read_text()[:60000]
+    tokenizer = fast_tokenizer(train_tokenizer("wordpiece", [text], 800).to_str(), 64)
+    lines = [line for line in text.splitlines() if len(line) > 300][:4]
+    ids = [tokenizer(line, truncation=True, max_length=32)["input_ids"] for line in lines]
+    torch.manual_seed(0)
+    collated = transformers.DataCollatorForPermutationLanguageModeling(tokenizer)(ids)
+    model = transformers.XLNetLMHeadModel(transformers.XLNetConfig(
+        vocab_size=len(tokenizer), d_model=32, n_layer=2, n_head=4, d_inner=64, dropout=0.0)).eval()
+    original = torch.tensor(ids)
+    embeds = model.transformer.word_embedding(original).detach().requires_grad_(True)
+    logits = model(inputs_embeds=embeds, perm_mask=collated["perm_mask"],
+                   target_mapping=collated["target_mapping"]).logits
+    leaks = 0
+    for row, pos in (collated["labels"] != -100).nonzero().tolist():
+        grad, = torch.autograd.grad(logits[row, pos].sum(), embeds, retain_graph=True)
+        leaks += bool(grad[row, pos].abs().sum() > 0)
+    assert leaks > 0
+
+
 # ------------------------------------------------------------------------------------------ data
 
 
