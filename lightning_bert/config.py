@@ -307,6 +307,13 @@ class Config:
             raise ConfigError("objective.sbo=true needs masking.unit=span")
         self._check_relative_table()
         self._check_plm()
+        if self.data.backend == "hf_streaming":  # lightning_bert/data/streaming.py: packed rows, dynamic masks
+            unsupported = [f"{k}={v}" for k, v, ok in (
+                ("objective.sentence", self.objective.sentence, "none"), ("masking.mode", self.masking.mode, "dynamic"),
+                ("objective.lm", self.objective.lm, "mlm")) if v != ok]
+            if unsupported:
+                raise ConfigError(f"data.backend=hf_streaming serves packed examples with dynamic MLM masks; "
+                                  f"not {', '.join(unsupported)}")
 
     def _check_plm(self) -> None:
         """XLNet's permutation LM: two streams need relative positions; no sentence task, SBO or EMD on top."""

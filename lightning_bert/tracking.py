@@ -43,6 +43,8 @@ def quiet_third_party() -> None:
     # Lightning's _pytree still calls isinstance(x, LeafSpec), which torch >= 2.10 deprecates.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                             category=FutureWarning)
+    # torchdata's StatefulDataLoader (data.backend=hf_streaming) calls a deprecated torch API.
+    warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
     for name, prefixes in _QUIET_LOGS.items():
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropPrefixes) for f in logger.filters):
