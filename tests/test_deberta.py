@@ -255,6 +255,24 @@ def test_emd_composes_with_sharing_pre_ln_and_bf16() -> None:
             assert encoder.layers[-1].attention.query.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("kind", sorted(ATTENTIONS))
+def test_emd_trains_on_every_attention_kind(kind: str) -> None:
+    """The sweep's absolute + EMD control, and relative attention (whose scheme decodes every row)."""
+    cfg = config.load([f"model.attention={kind}", "objective.emd=true"])
+    torch.manual_seed(0)
+    encoder = BertEncoder(tiny_cfg(attention=kind, position_biased_input=kind == "absolute"))
+    mlm = build_objectives(cfg, encoder)["mlm"]
+    ids, types, mask = batch()
+    labels = torch.full_like(ids, -100)
+    labels[0, 2], labels[1, 7], labels[1, 9], labels[2, 1] = 5, 6, 8, 7
+    data = {"input_ids": ids, "token_type_ids": types, "attention_mask": mask, "mlm_labels": labels}
+    layers = encoder(ids, types, mask, output_layers=True)
+    out = mlm(layers[-1], data, layers)
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and out.target.tolist() == [5, 6, 8, 7]
+    assert mlm.emd.position_embeddings.weight.grad[[2, 7, 9, 1]].abs().sum(-1).min() > 0
+
+
 # --- ablations and padding ---
 
 def test_c2p_and_p2c_ablations_change_the_output() -> None:
