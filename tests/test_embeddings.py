@@ -1,7 +1,9 @@
 """Pooling, anisotropy and the zero-shot STS table on a tiny random encoder and real STS-B text."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
+import scipy.stats
 import torch
 
 from lightning_bert.data.tokenizer import train_tokenizer
@@ -72,18 +74,52 @@ def test_embed_is_independent_of_batching(tiny: tuple) -> None:
     assert encoder.training  # mode restored
 
 
-def test_sts_zero_shot_and_table(tiny: tuple) -> None:
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Explicit row-by-row cosine, in float64, with no library normalisation."""
+    return np.array([float(x @ y) / (np.sqrt(x @ x) * np.sqrt(y @ y)) for x, y in zip(a, b)])
+
+
+def test_sts_spearman_and_anisotropy_match_an_independent_computation(tiny: tuple) -> None:
     encoder, tokenizer = tiny
-    dev = read_task("stsb", "dev", GLUE_DIR)[:200]
-    pairs, scores = [(a, b) for a, b, _ in dev], [y for *_, y in dev]
-    rho = sts_zero_shot(encoder, tokenizer, pairs, scores, "mean", False, batch_size=64)
-    assert -1 <= rho <= 1
-    # Cosine ignores vector length: L2 normalisation cannot change the score.
-    assert sts_zero_shot(encoder, tokenizer, pairs, scores, "mean", True) == pytest.approx(rho, abs=1e-6)
-    same = [(a, a) for a, _ in pairs[:10]]  # cosine exactly 1, above every distinct pair
-    assert sts_zero_shot(encoder, tokenizer, same + pairs[10:20], [5.0] * 10 + [0.0] * 10) > 0.8
+    dev = read_task("stsb", "dev", GLUE_DIR)[:300]
+    pairs, gold = [(a, b) for a, b, _ in dev], [y for *_, y in dev]
+    for how in POOLINGS:
+        # the same batches as sts_zero_shot below: identical sentences then embed bit-identically (cosine ties)
+        emb = embed(encoder, tokenizer, [s for pair in pairs for s in pair], (how,), 64)[how].double().numpy()
+        cos = _cosines(emb[0::2], emb[1::2])
+        expected = scipy.stats.spearmanr(cos, gold).statistic  # average ranks for ties, as Spearman defines
+        for normalize in (False, True):  # cosine ignores length: normalising changes nothing
+            rho = sts_zero_shot(encoder, tokenizer, pairs, gold, how, normalize, batch_size=64)
+            assert rho == pytest.approx(expected, abs=1e-6), (how, normalize)
+
+        # anisotropy: the same random pairs of distinct rows, recomputed by hand ...
+        n, num_pairs = len(emb), 3000
+        g = torch.Generator().manual_seed(5)
+        i = torch.randint(n, (num_pairs,), generator=g)
+        j = (i + torch.randint(1, n, (num_pairs,), generator=g)) % n
+        by_hand = _cosines(emb[i.numpy()], emb[j.numpy()]).mean()
+        estimate = anisotropy(torch.from_numpy(emb), num_pairs, torch.Generator().manual_seed(5))
+        assert estimate == pytest.approx(by_hand, abs=1e-9)
+        # ... and an unbiased estimate of the mean cosine over all pairs of distinct rows
+        unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+        all_pairs = unit @ unit.T
+        off_diagonal = all_pairs[~np.eye(n, dtype=bool)]
+        assert abs(estimate - off_diagonal.mean()) < 4 * off_diagonal.std() / np.sqrt(num_pairs)
+
+
+def test_embedding_table_rows_are_the_per_pooling_scores(tiny: tuple) -> None:
+    encoder, tokenizer = tiny
     rows = embedding_table(encoder, tokenizer, GLUE_DIR, num_pairs=500)
     assert [(r["pooling"], r["normalize"]) for r in rows] == [(p, n) for p in POOLINGS for n in (False, True)]
+    dev = read_task("stsb", "dev", GLUE_DIR)
+    texts, gold = [s for a, b, _ in dev for s in (a, b)], [y for *_, y in dev]
+    embs = embed(encoder, tokenizer, texts)
+    for row in rows:
+        emb = embs[row["pooling"]].double().numpy()
+        expected = scipy.stats.spearmanr(_cosines(emb[0::2], emb[1::2]), gold).statistic
+        assert row["spearman"] == pytest.approx(expected, abs=1e-6)
+        plain = next(r for r in rows if r["pooling"] == row["pooling"] and not r["normalize"])
+        assert row["anisotropy"] == pytest.approx(plain["anisotropy"], abs=1e-9)  # same pairs, length-free cosine
     summary = table_summary(rows)
-    assert set(summary) == {f"sts/{p}{s}/{m}" for p in POOLINGS for s in ("", "_norm") for m in ("spearman", "anisotropy")}
-    assert all(-1 <= v <= 1 for v in summary.values())
+    assert summary == {f"sts/{r['pooling']}{'_norm' if r['normalize'] else ''}/{m}": r[m]
+                       for r in rows for m in ("spearman", "anisotropy")}
