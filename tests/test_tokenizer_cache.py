@@ -138,3 +138,22 @@ def test_an_overlong_word_is_unk_and_never_trained_on(tmp_path: Path, shared_dat
     tokens = [data.tokenizer.id_to_token(int(i)) for i in data.corpus.tokens[start:stop]]
     assert tokens.count("[UNK]") == 1 and stop - start < 30  # the whole blob is one [UNK]
     assert data.tokenizer.token_to_id("[UNK]") == UNK_ID
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "bpe", "unigram"])
+def test_training_twice_in_two_processes_gives_the_same_ids(kind: str, shared_data: Path, tmp_path: Path) -> None:
+    """The WordPiece and Unigram trainers number equal-rank tokens in hash-map order, which differs
+    per process: the same corpus must still give the same ids (a torchrun node rebuilding its cache,
+    or a run reproduced from scratch, would otherwise train on other ids)."""
+    import subprocess
+    import sys
+
+    script = ("import sys; from lightning_bert.data.corpus import read_documents; "
+              "from lightning_bert.data.tokenizer import train_tokenizer; "
+              f"docs = read_documents([{str(shared_data / 'wikipedia-en' / 'valid.txt')!r}])[:30]; "
+              f"sys.stdout.write(train_tokenizer({kind!r}, docs, 800).to_str())")
+    outputs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).resolve().parents[1]).stdout for _ in range(2)]
+    assert outputs[0] == outputs[1]
+    tok = Tokenizer.from_str(outputs[0])
+    assert [tok.token_to_id(t) for t in SPECIAL_TOKENS] == list(range(len(SPECIAL_TOKENS)))

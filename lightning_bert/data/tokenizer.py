@@ -78,8 +78,33 @@ def train_tokenizer(kind: str, documents: Iterable[str], vocab_size: int, lowerc
     if length is None and hasattr(documents, "__len__"):
         length = len(documents)  # type: ignore[arg-type]
     tok.train_from_iterator(_training_text(documents), trainer=trainer, length=length)
+    tok = canonical_ids(tok)
     check_special_tokens(tok, f"trained {kind} tokenizer")
     return tok
+
+
+def canonical_ids(tok: Tokenizer) -> Tokenizer:
+    """The same corpus must give the same token ids: the WordPiece and Unigram trainers number tokens of
+    equal rank in hash-map order, which changes from one process to the next. Special tokens keep
+    their ids; the rest are renumbered by (Unigram score, then) token text."""
+    spec = json.loads(tok.to_str())
+    model = spec["model"]
+    if isinstance(model.get("vocab"), dict):  # WordPiece, BPE: token -> id
+        pieces = sorted((t for t, i in model["vocab"].items() if i >= NUM_SPECIAL))
+        model["vocab"] = {**{t: i for t, i in model["vocab"].items() if i < NUM_SPECIAL},
+                          **{t: NUM_SPECIAL + n for n, t in enumerate(pieces)}}
+    elif isinstance(model.get("vocab"), list):  # Unigram: [piece, log-probability] by id
+        # Its EM sums in parallel (scores differ in the last bits: rounded), and it appends the required
+        # characters it did not keep, in hash order, with scores stepping down by 1e-4: one score for all.
+        head = model["vocab"][:NUM_SPECIAL]
+        rest = [[piece, round(score, 9)] for piece, score in model["vocab"][NUM_SPECIAL:]]
+        steps = [i for i in range(len(rest) - 1) if abs(rest[i][1] - rest[i + 1][1] - 1e-4) < 1e-7]
+        if steps:
+            floor = min(score for _, score in rest[steps[0]:])
+            for entry in rest[steps[0]:]:
+                entry[1] = floor
+        model["vocab"] = head + sorted(rest, key=lambda entry: (-entry[1], entry[0]))
+    return Tokenizer.from_str(json.dumps(spec))
 
 
 def check_special_tokens(tok: Tokenizer, source: str) -> None:
