@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# GPU readiness check for lightning-bert: run it whenever a GPU is available, and paste its output
+# into the README's GPU section. About 5-8 minutes on one H100 (BERT-base, sequence 128):
+#   1. environment: torch, CUDA, device, its bf16 peak from lightning_bert/flops.py
+#   2. SDPA: the attention kernel that actually runs (flash / efficient / cudnn / math) for packed
+#      batches (no mask) and padded pair batches (bool mask), and which backends can run each
+#   3. padding share of NSP/SOP pair batches on real text (> 10%: bucketing or varlen attention pays)
+#   4. tokens/s and MFU of BERT-base bf16 training steps, eager and torch.compile
+#   5. train.py end to end with trainer.precision=bf16-mixed, trainer.compile=false/true: status,
+#      finite loss, logged train/tokens_per_sec and train/mfu
+#
+#   bash benchmarks/gpu_check.sh                 # on a GPU machine
+#   bash benchmarks/gpu_check.sh --cpu-dry-run   # tiny sizes on CPU: checks the script, measures nothing
+# Outputs (runs, caches) go under $OUT (default /tmp/gpu_check).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export WANDB_MODE=disabled
+DRY=()
+if [[ "${1:-}" == "--cpu-dry-run" ]]; then DRY=(--cpu-dry-run); fi
+if [[ ${#DRY[@]} -eq 0 ]] && ! python -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
+  echo "no CUDA device visible to torch; use --cpu-dry-run to check the script" >&2
+  exit 1
+fi
+if [[ ${#DRY[@]} -eq 0 ]] && command -v nvidia-smi >/dev/null; then
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+fi
+for section in env sdpa padding throughput train; do
+  echo "== $section"
+  python benchmarks/gpu_check.py "$section" "${DRY[@]}"
+done
