@@ -17,7 +17,7 @@ from torch import Tensor
 
 from lightning_bert import config
 from lightning_bert.config import ATTENTION_KINDS, ConfigError
-from lightning_bert.hf.deberta import from_hf, hf_config, to_hf
+from lightning_bert.hf.deberta import encoder_kwargs, from_hf, hf_config, to_hf
 from lightning_bert.model.attention import ATTENTIONS
 from lightning_bert.model.config import EncoderConfig
 from lightning_bert.model.disentangled import DisentangledAttention, EnhancedMaskDecoder, RelativePositions, log_bucket
@@ -138,6 +138,8 @@ def test_weight_map_round_trips(case: str) -> None:
     back = to_hf(from_hf(theirs, cfg), cfg)
     assert set(back) == set(theirs)
     assert all(torch.equal(back[k], theirs[k]) for k in theirs)
+    hf = hf_config(cfg).to_dict()  # config.json -> the same EncoderConfig (import)
+    assert EncoderConfig(**{**encoder_kwargs(hf), "pad_token_id": cfg.pad_token_id}) == cfg
     base = transformers.DebertaV2Model(hf_config(cfg)).state_dict()  # a bare base model loads too
     assert set(from_hf(base, cfg)) == {k for k in from_hf(theirs, cfg) if k.startswith("encoder.")}
 
