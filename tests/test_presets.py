@@ -18,6 +18,8 @@ EXPECTED = {  # what each preset must switch on (the papers' defining choices)
     "xlnet": {"objective.lm": "plm", "model.attention": "relative", "objective.plm_k": 6, "objective.sentence": "none"},
     "mlm_relative": {"objective.lm": "mlm", "model.attention": "relative", "model.position_biased_input": False},
     "mlm_absolute": {"objective.lm": "mlm", "model.attention": "absolute", "objective.sentence": "none"},
+    "deberta": {"model.attention": "disentangled", "model.position_biased_input": False, "model.position_buckets": 256,
+                "model.share_att_key": True, "objective.emd": True, "objective.sentence": "none"},
 }
 
 
