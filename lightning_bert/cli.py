@@ -115,15 +115,26 @@ def to_dotlist(cls: type, argv: Sequence[str], positional: Sequence[str] = (),
                 if not items:
                     raise UserError(f"--{key.replace('_', '-')} needs a value")
                 value = items.pop(0)
-            dotlist.append(f"{key}={value}")
+            dotlist.append(_listed(names, key, value))
         elif "=" in item:
-            key = item.split("=", 1)[0].lstrip("+")
-            (dotlist if key.split(".")[0] in names or not passthrough else rest).append(item)
+            key, value = item.split("=", 1)
+            key = key.lstrip("+")
+            if key.split(".")[0] in names or not passthrough:
+                dotlist.append(_listed(names, key, value))
+            else:
+                rest.append(item)
         elif free:
-            dotlist.append(f"{free.pop(0)}={item}")
+            dotlist.append(_listed(names, free.pop(0), item))
         else:
             raise UserError(f"unexpected argument '{item}' (expected key=value)")
     return dotlist, rest
+
+
+def _listed(names: dict[str, dataclasses.Field], key: str, value: str) -> str:
+    """`key=value` with a plain value for a list field meaning a one-item list (`tasks=sst2`)."""
+    field = names.get(key)
+    is_list = field is not None and str(field.type).startswith(("list", "List"))
+    return f"{key}=[{value}]" if is_list and not value.startswith("[") else f"{key}={value}"
 
 
 def parse(cls: type[T], argv: Sequence[str], positional: Sequence[str] = (), section: str = "",
@@ -148,6 +159,39 @@ def parse(cls: type[T], argv: Sequence[str], positional: Sequence[str] = (), sec
             raise ConfigError(f"unknown {section} key '{key or msg}'; allowed: {allowed}") from None
         kind = "bad value for" if isinstance(err, ValidationError) else "bad config"
         raise ConfigError(f"{kind} '{key}': {msg}") from None
+
+
+# Argument schemas of the commands whose options are not a config of their own.
+
+
+@dataclasses.dataclass
+class ProbeArgs:
+    ckpt: Optional[str] = None  # checkpoint to probe (first positional); other key=value items are pretraining overrides
+    max_examples: Optional[int] = None  # held-out pairs per task (null = all the probe builds)
+
+
+@dataclasses.dataclass
+class PreviewArgs:
+    n: int = 3  # examples shown; other key=value items (and experiment=NAME) are pretraining overrides
+
+
+@dataclasses.dataclass
+class SweepArgs:
+    sweep_file: Optional[str] = None  # sweep YAML, e.g. sweeps/sentence_task.yaml (first positional)
+    count: Optional[int] = None  # stop once the sweep holds N trials (counted across restarts)
+    dir: Optional[str] = None  # sweep directory (default sweeps_out/<yaml stem>)
+
+
+@dataclasses.dataclass
+class ReportArgs:
+    source: Optional[str] = None  # sweep/run directory, or W&B sweep ENTITY/PROJECT/SWEEP_ID (first positional)
+    out: Optional[str] = None  # report folder (default SOURCE/report, or reports/SWEEP_ID for W&B)
+
+
+def required(value: Optional[T], usage: str) -> T:
+    if value is None or value == "":
+        raise UserError(f"usage: {usage}")
+    return value
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

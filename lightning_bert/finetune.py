@@ -308,23 +308,21 @@ def format_table(out: dict[str, Any]) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__.strip() + "\n\nkeys: " + ", ".join(f"{f.name}" for f in dataclasses.fields(FinetuneConfig)))
-        return 0
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        cfg = load_config(argv)
+    from lightning_bert.cli import describe_schema, parse, run_main
+
+    def body(args: list[str]) -> int:
+        cfg, _ = parse(FinetuneConfig, args, positional=("ckpt",), section="finetune")
+        if not cfg.ckpt:
+            raise ConfigError("ckpt=PATH is required (a pretraining checkpoint, e.g. runs/NAME/checkpoints/last.ckpt)")
         out = run(cfg)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(format_table(out))
-    if cfg.output:
-        Path(cfg.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(cfg.output).write_text(json.dumps(out, indent=2))
-        log.info("results written to %s", cfg.output)
-    return 0
+        print(format_table(out))
+        if cfg.output:
+            Path(cfg.output).parent.mkdir(parents=True, exist_ok=True)
+            Path(cfg.output).write_text(json.dumps(out, indent=2))
+            log.info("results written to %s", cfg.output)
+        return 0
+
+    return run_main(__doc__ or "", body, argv, lambda: describe_schema(FinetuneConfig))
 
 
 if __name__ == "__main__":

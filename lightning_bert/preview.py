@@ -8,7 +8,7 @@ Segments A and B, the sentence-task label, and every masked position as `[origin
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -30,7 +30,7 @@ def render(item: dict[str, np.ndarray], tokenizer: Any, task: str) -> str:
         if gold != IGNORE:
             masked += 1
             text = (f"[{tokenizer.id_to_token(gold)}->{'=' if gold == shown else text}]" if order is None
-                    else f"[{text}@{order[pos]}]")  # PLM: a target and its place in the factorisation order
+                    else f"[{text}->=#{order[pos]}]")  # PLM: kept, predicted, #place in the factorisation order
         if pos and segments[pos] != segments[pos - 1]:
             text = f"\n    B: {text}"
         words.append(text)
@@ -40,28 +40,25 @@ def render(item: dict[str, np.ndarray], tokenizer: Any, task: str) -> str:
     return f"{head}\n    A: " + " ".join(words).replace(" \n", "\n")
 
 
-def main(argv: list[str]) -> int:
-    from lightning_bert.config import load
-    from lightning_bert.data.datamodule import PretrainDataModule
-    from lightning_bert.errors import UserError
+def main(argv: Optional[list[str]] = None) -> int:
+    from lightning_bert.cli import PreviewArgs, describe_schema, parse, run_main
 
-    count = 3
-    if "--n" in argv:
-        at = argv.index("--n")
-        count, argv = int(argv[at + 1]), argv[:at] + argv[at + 2:]
-    try:
-        cfg = load(argv)
+    def body(args: list[str]) -> int:
+        from lightning_bert.config import load
+        from lightning_bert.data.datamodule import PretrainDataModule
+
+        opts, overrides = parse(PreviewArgs, args, section="preview", passthrough=True)
+        cfg = load(overrides)
         data = PretrainDataModule(cfg)
         data.setup()
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    m = cfg.masking
-    print(f"sentence={cfg.objective.sentence} masking={m.mode}/{m.unit} rate={m.rate} tokenizer={cfg.tokenizer.kind}"
-          f"  ([original->shown], '=' = kept but predicted)")
-    for index in range(min(count, len(data.train_set))):
-        print(f"\nexample {index}:\n{render(data.train_set[index], data.tokenizer, cfg.objective.sentence)}")
-    return 0
+        m = cfg.masking
+        print(f"sentence={cfg.objective.sentence} masking={m.mode}/{m.unit} rate={m.rate} tokenizer={cfg.tokenizer.kind}"
+              f"  ([original->shown], '=' = kept but predicted)")
+        for index in range(min(opts.n, len(data.train_set))):
+            print(f"\nexample {index}:\n{render(data.train_set[index], data.tokenizer, cfg.objective.sentence)}")
+        return 0
+
+    return run_main(__doc__ or "", body, argv, lambda: describe_schema(PreviewArgs) + "\n  (and every train key)")
 
 
 if __name__ == "__main__":

@@ -183,30 +183,27 @@ def format_result(out: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str]) -> int:
-    from tokenizers import Tokenizer
+def main(argv: Optional[list[str]] = None) -> int:
+    from lightning_bert.cli import ProbeArgs, describe_schema, parse, required, run_main
 
-    from lightning_bert.checkpoint import read_checkpoint
-    from lightning_bert.config import load
-    from lightning_bert.errors import UserError
-    from lightning_bert.pretrain import PretrainModule
+    def body(args: list[str]) -> int:
+        from tokenizers import Tokenizer
 
-    if not argv or "=" in argv[0]:
-        print(__doc__, file=sys.stderr)
-        return 2
-    try:
-        ckpt = read_checkpoint(argv[0])
-        max_examples = next((int(a.split("=", 1)[1]) for a in argv[1:] if a.startswith("max_examples=")), None)
-        overrides = [a for a in argv[1:] if not a.startswith("max_examples=")]
+        from lightning_bert.checkpoint import read_checkpoint
+        from lightning_bert.config import load
+        from lightning_bert.pretrain import PretrainModule
+
+        opts, overrides = parse(ProbeArgs, args, positional=("ckpt",), section="probe", passthrough=True)
+        path = required(opts.ckpt, "probe CKPT [max_examples=N] [pretraining overrides, e.g. data.path=...]")
+        ckpt = read_checkpoint(path)
         cfg = load(overrides, base=ckpt["hyper_parameters"]["config"])
-        module = PretrainModule.load_from_checkpoint(argv[0], map_location="cpu", weights_only=False)
+        module = PretrainModule.load_from_checkpoint(path, map_location="cpu", weights_only=False)
         data = PretrainDataModule(cfg, tokenizer=Tokenizer.from_str(ckpt["tokenizer"]))
         data.prepare()
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(format_result(cross_probe(module, data, max_examples)))
-    return 0
+        print(format_result(cross_probe(module, data, opts.max_examples)))
+        return 0
+
+    return run_main(__doc__ or "", body, argv, lambda: describe_schema(ProbeArgs))
 
 
 if __name__ == "__main__":

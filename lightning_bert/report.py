@@ -9,7 +9,6 @@ Both readers produce the same RunRecords; everything after reading works on thos
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import csv
 import html
@@ -457,27 +456,26 @@ def write_report(records: list[RunRecord], out_dir: Path, title: str) -> Path:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description="Summarise an ablation: table, plots and HTML per variant.")
-    parser.add_argument("source", help="sweep/run directory, or W&B sweep ENTITY/PROJECT/SWEEP_ID")
-    parser.add_argument("--out", help="report folder (default SOURCE/report, or reports/SWEEP_ID for W&B)")
-    args = parser.parse_args(argv)
-    try:
-        source = Path(args.source)
+    from lightning_bert.cli import ReportArgs, describe_schema, parse, required, run_main
+
+    def body(args: list[str]) -> int:
+        opts, _ = parse(ReportArgs, args, positional=("source",), section="report")
+        source_arg = required(opts.source, "report SOURCE [--out DIR]")
+        source = Path(source_arg)
         if source.is_dir():
-            records, out = read_local(source), Path(args.out or source / "report")
-        elif re.fullmatch(r"[\w.-]+/[\w.-]+/\w+", args.source):
-            records, out = read_wandb(args.source), Path(args.out or Path("reports") / source.name)
+            records, out = read_local(source), Path(opts.out or source / "report")
+        elif re.fullmatch(r"[\w.-]+/[\w.-]+/\w+", source_arg):
+            records, out = read_wandb(source_arg), Path(opts.out or Path("reports") / source.name)
         else:
-            raise ReportError(f"{args.source} is neither a directory nor a W&B sweep path ENTITY/PROJECT/SWEEP_ID")
+            raise ReportError(f"{source_arg} is neither a directory nor a W&B sweep path ENTITY/PROJECT/SWEEP_ID")
         if not records:
-            raise ReportError(f"no run records (summary.json or {STATE_FILE}) found in {args.source}")
+            raise ReportError(f"no run records (summary.json or {STATE_FILE}) found in {source_arg}")
         groups = ", ".join(dict.fromkeys(r.group for r in records if r.group)) or source.resolve().name
         page = write_report(records, out, f"Ablation report: {groups}")
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"report written to {page} ({len(records)} runs)")
-    return 0
+        print(f"report written to {page} ({len(records)} runs)")
+        return 0
+
+    return run_main(__doc__ or "", body, argv, lambda: describe_schema(ReportArgs))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ restarted sweep resumes where it stopped and never runs a trial twice.
 """
 from __future__ import annotations
 
-import argparse
 import fcntl
 import itertools
 import json
@@ -308,26 +307,25 @@ def run_sweep(sweep_file: str | Path, count: Optional[int] = None, out_dir: Opti
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description="Run a W&B sweep YAML offline, one subprocess per trial.")
-    parser.add_argument("sweep_file", help="sweep YAML, e.g. sweeps/sentence_task.yaml")
-    parser.add_argument("--count", type=int, help="stop once the sweep holds N trials (counted across restarts)")
-    parser.add_argument("--dir", help="sweep directory (default sweeps_out/<yaml stem>)")
-    args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # unwind like Ctrl-C: the trial is stopped too
-    try:
-        state = run_sweep(args.sweep_file, args.count, args.dir, echo=lambda line: print(line, flush=True))
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: the running trial was stopped; rerun the same command to resume", file=sys.stderr)
-        return 130
-    counts = {s: sum(t["state"] == s for t in state["trials"]) for s in ("finished", "failed", "crashed")}
-    sweep_dir = sweep_directory(args.sweep_file, args.dir)
-    print(f"sweep {state['name']}: " + ", ".join(f"{n} {s}" for s, n in counts.items()), flush=True)
-    print(f"sweep directory: {sweep_dir}\nreport: python -m lightning_bert.report {shlex.quote(str(sweep_dir))}",
-          flush=True)
-    return 0
+    from lightning_bert.cli import SweepArgs, describe_schema, parse, required, run_main
+
+    def body(args: list[str]) -> int:
+        opts, _ = parse(SweepArgs, args, positional=("sweep_file",), section="sweep")
+        sweep_file = required(opts.sweep_file, "sweep SWEEP_YAML [--count N] [--dir DIR]")
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # unwind like Ctrl-C: the trial is stopped too
+        try:
+            state = run_sweep(sweep_file, opts.count, opts.dir, echo=lambda line: print(line, flush=True))
+        except KeyboardInterrupt:
+            print("interrupted: the running trial was stopped; rerun the same command to resume", file=sys.stderr)
+            return 130
+        counts = {s: sum(t["state"] == s for t in state["trials"]) for s in ("finished", "failed", "crashed")}
+        sweep_dir = sweep_directory(sweep_file, opts.dir)
+        print(f"sweep {state['name']}: " + ", ".join(f"{n} {s}" for s, n in counts.items()), flush=True)
+        print(f"sweep directory: {sweep_dir}\nreport: python -m lightning_bert.report {shlex.quote(str(sweep_dir))}",
+              flush=True)
+        return 0
+
+    return run_main(__doc__ or "", body, argv, lambda: describe_schema(SweepArgs))
 
 
 if __name__ == "__main__":
