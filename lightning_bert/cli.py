@@ -198,7 +198,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in HELP:
         print(inspect.cleandoc(__doc__ or ""))
-        return 0 if argv else 2
+        return 0 if argv else fail(UserError(f"a command is needed: {', '.join(COMMANDS)}"))
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         return fail(UserError(f"unknown command '{command}'; choose one of {', '.join(COMMANDS)}"))

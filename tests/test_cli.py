@@ -57,6 +57,17 @@ def test_every_command_bad_input_is_one_line_exit_2(tmp_path: Path) -> None:
         assert proc.returncode == 2 and needle in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
+def test_console_script_points_at_the_one_cli() -> None:
+    from importlib.metadata import entry_points
+
+    from lightning_bert import cli
+
+    [script] = [e for e in entry_points(group="console_scripts") if e.name == "lightning-bert"]
+    assert script.load() is cli.main
+    assert set(cli.COMMANDS) == {"train", "sweep", "report", "finetune", "sbert", "probe", "preview", "export"}
+    assert cli.main([]) == 2
+
+
 def test_old_entry_points_run_the_same_commands(tmp_path: Path) -> None:
     for argv in (["train.py", "--help"], ["-m", "lightning_bert.export", "--help"], ["-m", "lightning_bert.sbert", "--help"],
                  ["-m", "lightning_bert.finetune", "--help"], ["-m", "lightning_bert.probes", "--help"]):
