@@ -58,12 +58,14 @@ def test_every_command_bad_input_is_one_line_exit_2(tmp_path: Path) -> None:
 
 
 def test_console_script_points_at_the_one_cli() -> None:
-    from importlib.metadata import entry_points
+    import importlib
+    import tomllib
 
     from lightning_bert import cli
 
-    [script] = [e for e in entry_points(group="console_scripts") if e.name == "lightning-bert"]
-    assert script.load() is cli.main
+    target = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]["lightning-bert"]
+    module, function = target.split(":")
+    assert getattr(importlib.import_module(module), function) is cli.main
     assert set(cli.COMMANDS) == {"train", "sweep", "report", "finetune", "sbert", "probe", "preview", "export"}
     assert cli.main([]) == 2
 
