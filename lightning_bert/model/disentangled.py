@@ -162,7 +162,8 @@ class EnhancedMaskDecoder(nn.Module):
     its own weights, each pass updating the queries. Only the masked rows are decoded.
 
     It owns its absolute position table (hidden-sized, added to the hidden states), so it works
-    whether or not the encoder adds positions at its input (model.position_biased_input).
+    whether or not the encoder adds positions at its input (model.position_biased_input); microsoft/DeBERTa
+    skips the decoder when the input has positions, here it always runs (an ablation switch, not a preset).
     The encoder is referenced, not registered: its weights stay under `encoder.*` in the state dict.
     """
 
