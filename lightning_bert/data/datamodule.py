@@ -197,7 +197,7 @@ class PretrainDataModule(pl.LightningDataModule):
         starts = np.cumsum([0] + [len(e) for e in per_duplicate[:-1]])
         self.train_set = PretrainDataset(self.corpus, np.concatenate(per_duplicate), self.cfg, self.vocab_size,
                                          static, duplicate_starts=starts)
-        if static:
+        if static and self.cfg.objective.get("lm", "mlm") == "mlm":  # PLM redraws its static orders from the seed
             self.train_set.stored = stored_masks(self.train_set.draw_mask, len(self.train_set),
                                                  self._static_key(self.train_set), Path(data.cache_dir).expanduser())
         # Validation masks are always static, so every evaluation scores the same predictions.
