@@ -164,3 +164,31 @@ def test_inexact_layouts_are_refused_in_one_line(tmp_path: Path, shared_data: Pa
     assert proc.returncode == 2 and "model.share_layers=attention" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()  # refused before writing anything
+
+
+@pytest.mark.parametrize("name,overrides,arch", [
+    ("deberta", ["experiment=deberta", "tokenizer.kind=wordpiece"], "DebertaV2ForMaskedLM"),
+    ("xlnet", ["experiment=xlnet"], "XLNetLMHeadModel")])
+def test_deberta_and_xlnet_export_through_their_maps(name: str, overrides: list[str], arch: str, tmp_path: Path,
+                                                     shared_data: Path) -> None:
+    """The registry picks hf/deberta.py and hf/xlnet.py by model.attention; EMD is dropped with one notice."""
+    ckpt = make_checkpoint(tmp_path, shared_data, overrides)
+    proc = export(ckpt, tmp_path / "hf")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert ("EMD" in proc.stderr) == (name == "deberta")
+    module = ours(ckpt)
+    sentences = real_sentences(shared_data)
+    batch = batch_for(module.tokenizer_json, sentences, pairs=False)
+    theirs_in = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")(sentences, padding=True, return_tensors="pt")
+    assert torch.equal(theirs_in["input_ids"], batch["input_ids"])
+    model = getattr(transformers, arch).from_pretrained(tmp_path / "hf").eval()
+    mask = batch["attention_mask"].bool()
+    with torch.no_grad():
+        hidden = module.encoder(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
+        if name == "deberta":  # the MLM head on the encoder (EMD is not exported)
+            logits = module.objectives["mlm"].head(hidden)
+            torch.testing.assert_close(model(**theirs_in).logits[mask], logits[mask], atol=1e-4, rtol=0)
+        else:  # XLNet's content stream without a permutation is our encoder
+            theirs = model.transformer(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],
+                                       attention_mask=batch["attention_mask"].float()).last_hidden_state
+            torch.testing.assert_close(theirs[mask], hidden[mask], atol=1e-4, rtol=0)

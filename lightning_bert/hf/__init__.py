@@ -76,8 +76,9 @@ def hf_model_from_checkpoint(ckpt: dict[str, Any], cfg: EncoderConfig) -> Any:
     module = module_for(cfg)
     state = {k: v.float() for k, v in ckpt["state_dict"].items()}
     arch = architecture(module, cfg, state)
-    for name in {k.split(".")[1] for k in state if k.startswith("objectives.")} - {"mlm", "nsp", "sop"}:
-        log.warning(DROPPED.get(name, f"objective {name} has no transformers head: dropped"))
+    for marker, notice in DROPPED.items():  # e.g. objectives.mlm.emd.* or objectives.sbo.*
+        if any(f".{marker}." in k for k in state if k.startswith("objectives.")):
+            log.warning(notice)
     pair = next((n for n in ("nsp", "sop") if f"objectives.{n}.head.pooler.weight" in state), None)
     if pair and not arch.endswith("PreTraining"):
         log.warning("the %s head is dropped: %s has no pooler or pair head", pair, arch)
