@@ -233,6 +233,8 @@ class PretrainModule(pl.LightningModule):
                 hidden, layers = self.encode(batch)
                 out = mlm(hidden, batch, layers)
                 count, chars = len(out.target), batch["mlm_chars"].sum()
+                if count == 0:
+                    continue
                 m["acc"].update(out.preds, out.target)
                 m["loss"].update(out.loss_sum / max(count, 1), weight=count)
                 m["loss_per_char"].update(out.loss_sum / chars.clamp(min=1), weight=chars)

@@ -246,8 +246,11 @@ class PretrainDataModule(pl.LightningDataModule):
         return self._loader(self.val_set, shuffle=False, batch_size=self.cfg.trainer.batch_size)
 
     def canonical_loader(self) -> DataLoader:
-        """This rank's share of the canonical evaluation set, in fixed batches (see data/canonical.py)."""
-        return self._loader(self.canonical_set, shuffle=False, batch_size=EVAL_BATCH_SIZE)
+        """This rank's share of the canonical evaluation set (every item exactly once over all ranks:
+        no sampler padding, which would count some twice), in fixed batches (see data/canonical.py)."""
+        world, rank = self._world()
+        return DataLoader(self.canonical_set, batch_size=EVAL_BATCH_SIZE, collate_fn=collate,
+                          sampler=list(range(rank, len(self.canonical_set), world)))
 
     def state_dict(self) -> dict[str, int]:
         """Saved in every checkpoint: the epoch and the batches of it already trained, so a resumed run
