@@ -38,11 +38,6 @@ class ExportConfig:
         check_choice("export", "pooling", self.pooling, ("cls", "mean", "eos"))
 
 
-# model keys a transformers directory decides, and what the schema's default is (a changed value = an override)
-DECIDED = ("num_layers", "hidden_size", "num_heads", "intermediate_size", "embedding_size", "share_layers", "norm",
-           "attention")
-
-
 def init_from(cfg: DictConfig) -> Any:
     """Read model.init_from and make `cfg` match it: sizes from its config, its tokenizer, its weights.
 
@@ -59,9 +54,16 @@ def init_from(cfg: DictConfig) -> Any:
                "embedding_size": enc.get("embedding_size") if enc.get("embedding_size") != enc["hidden_size"] else None,
                "share_layers": enc.get("share_layers", "none"), "norm": enc.get("norm", "post"),
                "attention": enc.get("attention", "absolute")}
+    for key in ("position_biased_input", "max_relative_positions", "position_buckets", "share_att_key",
+                "pos_att_type"):  # attention-kind details (DeBERTa, XLNet) where the directory has them
+        if key in enc:
+            value = enc[key]
+            decided[key] = (value or None) if key == "position_buckets" else (
+                list(value) if key == "pos_att_type" else value)
     defaults = ModelConfig()
-    for key in DECIDED:
+    for key in decided:
         given = cfg.model[key]
+        given = list(given) if key == "pos_att_type" else given
         if given != getattr(defaults, key) and given != decided[key]:
             raise UserError(f"model.{key}={given} contradicts model.init_from={source} ({key}={decided[key]}); "
                             f"drop the override")
@@ -78,8 +80,6 @@ def init_from(cfg: DictConfig) -> Any:
     for key, value in decided.items():
         cfg.model[key] = value
     cfg.model.max_position_embeddings = enc["max_position_embeddings"]
-    if "position_biased_input" in enc:
-        cfg.model.position_biased_input = enc["position_biased_input"]
     if 300 <= vocab <= 1_000_000:  # the record says what was trained; a tiny test vocabulary keeps the default
         cfg.tokenizer.vocab_size = vocab
     log.info("model.init_from=%s: %d layers, hidden %d, vocabulary %d", source, enc["num_layers"],

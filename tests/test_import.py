@@ -35,11 +35,13 @@ def imported(tmp_path: Path, shared_data: Path, overrides: list[str]):
 
 @pytest.mark.parametrize("overrides", [["objective.sentence=nsp"],
                                        ["objective.sentence=sop", "model.embedding_size=32", "model.share_layers=all"],
-                                       ["model.norm=pre"]], ids=["bert", "albert", "pre_ln"])
+                                       ["model.norm=pre"], ["experiment=deberta"]],
+                         ids=["bert", "albert", "pre_ln", "deberta"])
 def test_export_then_import_gives_identical_logits(overrides: list[str], tmp_path: Path, shared_data: Path) -> None:
     ckpt = make_checkpoint(tmp_path, shared_data, overrides)
     assert export(ckpt, tmp_path / "hf").returncode == 0
-    sentence = [o for o in overrides if o.startswith("objective.")]
+    sentence = [o for o in overrides if o.startswith("objective.")]  # the directory decides the rest
+    sentence += ["objective.emd=true"] if "experiment=deberta" in overrides else []
     module, cfg = imported(tmp_path, shared_data, [f"model.init_from={tmp_path / 'hf'}"] + sentence)
     original = ours(ckpt)
     assert module.tokenizer_json and module.encoder.config == original.encoder.config
