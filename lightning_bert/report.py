@@ -240,11 +240,15 @@ def _mean(runs: list[RunRecord], attr: str) -> list[float]:
 
 
 def _fmt_count(values: list[float]) -> str:
+    """Mean count: 2.05M, 30,720; with its range when the seeds differ."""
     if not values:
         return "–"
+
+    def fmt(x: float) -> str:
+        return f"{x / 1e6:.3g}M" if x >= 1e6 else f"{x:,.0f}"
+
     mean = statistics.fmean(values)
-    text = f"{mean / 1e6:.3g}M" if mean >= 1e6 else f"{mean:.4g}" if mean % 1 else f"{mean:.0f}"
-    return text if _same(values) else text + " (varies)"
+    return fmt(mean) if _same(values) else f"{fmt(mean)} ({fmt(min(values))}-{fmt(max(values))})"
 
 
 def table_rows(groups: dict[str, list[RunRecord]], headline: bool = True) -> tuple[list[str], list[list[str]]]:
@@ -359,16 +363,22 @@ def plot_points(groups: dict[str, list[RunRecord]], metrics: list[str], path: Pa
             if not values:
                 continue
             mean, std = mean_std(values)
+            ci = _values(groups[label], metric + "_ci95")
+            if ci:  # a probe's 95% test-set interval, behind the seed spread
+                ax.errorbar([mean], [i], xerr=[statistics.fmean(ci)], fmt="none", ecolor="tab:orange", alpha=0.45,
+                            elinewidth=7, zorder=0)
             ax.plot(values, [i] * len(values), "o", color="0.6", markersize=3, zorder=1)
             ax.errorbar([mean], [i], xerr=[std], fmt="o", color="tab:blue", capsize=4, zorder=2)
         if metric.startswith("probe/"):
             ax.axvline(0.5, color="tab:red", linestyle="--", linewidth=1, label="chance")
+            ax.set_title(f"{metric} (orange: 95% test interval)", fontsize=9)
         ax.set_yticks(range(len(labels)), labels, fontsize=8)
         ax.set_ylim(-0.6, len(labels) - 0.4)
         ax.invert_yaxis()  # the table's order, top to bottom
         ax.margins(x=0.15)
         ax.tick_params(axis="x", labelsize=8)
-        ax.set_title(metric, fontsize=9)
+        if not metric.startswith("probe/"):
+            ax.set_title(metric, fontsize=9)
         ax.grid(axis="x", alpha=0.3)
     for ax in list(axes.flat)[len(metrics):]:
         ax.axis("off")
@@ -383,16 +393,28 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
-def _html_table(header: list[str], rows: list[list[str]], cls: str = "") -> str:
-    esc = html.escape
-    head = "".join(f"<th>{esc(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<div class='scroll'><table class='{cls}'><tr>{head}</tr>{body}</table></div>"
+def _html_cell(text: str) -> str:
+    """A number and its spread never break apart; a flag may go to the next line."""
+    return html.escape(text).replace(" ± ", "\u00a0±\u00a0").replace("Δ ", "Δ\u00a0")
+
+
+def _html_table(header: list[str], rows: list[list[str]], labels: dict[str, str], keys: str) -> str:
+    """Like the Markdown table, with variant labels shortened to their values (the keys in the header)."""
+    def short(text: str) -> str:
+        for long, value in labels.items():
+            text = text.replace(long, value)
+        return text
+
+    first = f"{header[0]} ({keys})" if keys else header[0]
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in [first, *header[1:]])
+    body = "".join("<tr>" + "".join(f"<td>{_html_cell(short(c) if k == 0 else c)}</td>" for k, c in enumerate(row))
+                   + "</tr>" for row in rows)
+    return f"<div class='scroll'><table><tr>{head}</tr>{body}</table></div>"
 
 
 PAGE_STYLE = ("body{font-family:sans-serif;max-width:1220px;margin:0 auto;padding:0 12px;font-size:14px}"
-              "table{border-collapse:collapse;font-size:13px} td,th{border:1px solid #bbb;padding:3px 6px}"
-              "th{background:#f2f2f2} td{white-space:nowrap} .scroll{overflow-x:auto;max-width:100%}"
+              "table{border-collapse:collapse;font-size:12.5px} td,th{border:1px solid #bbb;padding:3px 5px}"
+              "th{background:#f2f2f2;font-weight:600} .scroll{overflow-x:auto;max-width:100%}"
               "img{max-width:100%;height:auto} .note{color:#a33} ul.constant{columns:3;font-size:12px;"
               "font-family:monospace} h2{font-size:17px;margin-top:22px}")
 
@@ -437,15 +459,18 @@ def write_report(records: list[RunRecord], out_dir: Path, title: str) -> Path:
     (out_dir / "report.md").write_text("\n".join(md) + "\n")
 
     esc = html.escape
+    short, keys = _short_labels(groups)
+    labels = dict(sorted(zip(groups, short), key=lambda kv: -len(kv[0])))  # longest first: no partial replace
     parts = [f"<h1>{esc(title)}</h1><p>{esc(note)}</p>",
              *(f"<p class='{'note' if n.startswith('†') else ''}'>{esc(n)}</p>" for n in notes),
-             _html_table(header, rows, "main")]
+             _html_table(header, rows, labels, keys)]
     if cmp_header[1:]:
-        parts += ["<h2>Differences between variants (Welch's t-test over seeds)</h2>", _html_table(cmp_header, cmp_rows)]
+        parts += ["<h2>Differences between variants (Welch's t-test over seeds)</h2>",
+                  _html_table(cmp_header, cmp_rows, labels, keys)]
     parts += [f'<h2>{esc(p.stem.replace("_", " "))}</h2><img alt="{esc(p.stem)}" src="data:image/png;base64,'
               f'{base64.b64encode(p.read_bytes()).decode()}">' for p in plots]
     if other_header[2:]:
-        parts += ["<h2>Other held-out metrics</h2>", _html_table(other_header, other_rows)]
+        parts += ["<h2>Other held-out metrics</h2>", _html_table(other_header, other_rows, labels, keys)]
     parts += ["<h2>Settings held constant</h2><ul class='constant'>"
               + "".join(f"<li>{esc(c)}</li>" for c in constant) + "</ul>"]
     page = (f"<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' "

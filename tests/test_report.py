@@ -98,7 +98,8 @@ def test_end_to_end_table_matches_run_records(grid_sweep: Path, tmp_path: Path) 
         assert matplotlib.image.imread(tmp_path / "rep" / f"{name}.png").shape[1] <= 1220  # fits a laptop window
         assert f"({name}.png)" in md
     page = (tmp_path / "rep" / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 4 and "<td>objective.sentence=nsp</td>" in page
+    assert page.count("data:image/png;base64,") == 4 and "<th>variant (objective.sentence)</th>" in page
+    assert "<td>nsp</td>" in page and "<td>sop vs nsp</td>" in page  # short labels: the table fits the page
     assert "img{max-width:100%" in page and "max-width:1220px" in page
 
 
