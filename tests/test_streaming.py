@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
@@ -58,12 +59,12 @@ def _rank(rank: int, world: int, overrides: list[str], out: str, port: int) -> N
 
     cfg = load(overrides)
     tokenizer = streaming_tokenizer(cfg)
-    loader = streaming_train_loader(cfg, tokenizer, dist.get_world_size(), dist.get_rank())
+    loader = streaming_train_loader(cfg, tokenizer, dist.get_world_size(), dist.get_rank(), lookahead=0)
     it = iter(loader)
     first = [{k: v.tolist() for k, v in next(it).items()} for _ in range(3)]
     state = loader.state_dict()  # mid-epoch, as a checkpoint stores it
     reference = [{k: v.tolist() for k, v in next(it).items()} for _ in range(3)]
-    resumed_loader = streaming_train_loader(load(overrides), tokenizer, world, rank)  # a fresh process would
+    resumed_loader = streaming_train_loader(load(overrides), tokenizer, world, rank, lookahead=0)
     resumed_loader.load_state_dict(json.loads(json.dumps(state)))  # survives serialisation
     resumed = _batches(resumed_loader, 3)
     rows = [ids for batch in first + reference for ids in batch["input_ids"]]
@@ -94,6 +95,47 @@ def test_two_ranks_read_disjoint_shards_and_resume_mid_epoch(bucket: Path, tmp_p
             assert ids.shape[0] == 4 and ids.shape[1] <= 64 and (ids[:, 0] == CLS_ID).all()
             assert ((labels != IGNORE) & (ids != 4)).sum() < (labels != IGNORE).sum()  # mostly [MASK]
             assert 0.08 < (labels != IGNORE).sum() / (np.array(batch["attention_mask"]) == 1).sum() < 0.2
+
+
+def test_lightning_checkpoints_the_stream_position(bucket: Path, tmp_path: Path) -> None:
+    """Lightning saves the loader's state in the checkpoint (its fetcher runs one batch ahead: the
+    loader reports the state before that batch), so stop-and-resume sees the uninterrupted batches."""
+    import lightning.pytorch as pl
+    from tokenizers import Tokenizer
+
+    from lightning_bert.data.streaming import streaming_train_loader
+
+    cfg = load(_overrides(bucket, tmp_path))
+    tokenizer = Tokenizer.from_file(str(bucket / "tokenizer.json"))
+
+    class Recorder(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+            self.seen: list = []
+
+        def training_step(self, batch: dict, index: int) -> torch.Tensor:
+            self.seen.append(batch["input_ids"].tolist())
+            return self.w.sum()
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+        def train_dataloader(self):
+            return streaming_train_loader(cfg, tokenizer)
+
+    def fit(steps: int, ckpt=None, save=None) -> list:
+        module = Recorder()
+        trainer = pl.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, accelerator="cpu")
+        trainer.fit(module, ckpt_path=ckpt)
+        if save:
+            trainer.save_checkpoint(save, weights_only=False)
+        return module.seen
+
+    uninterrupted = fit(6)
+    first = fit(3, save=tmp_path / "mid.ckpt")
+    assert first + fit(6, ckpt=tmp_path / "mid.ckpt") == uninterrupted
 
 
 def test_our_file_formats_stream_and_pack_real_text(shared_data: Path, tmp_path: Path, bucket: Path) -> None:

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import zlib
+from collections import deque
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -182,15 +183,37 @@ def streaming_dataset(cfg: DictConfig, tokenizer: Tokenizer, world_size: int = 1
 
 
 def streaming_train_loader(cfg: DictConfig, tokenizer: Tokenizer, world_size: int = 1, rank: int = 0,
-                           batch_size: Optional[int] = None) -> Any:
+                           batch_size: Optional[int] = None, lookahead: int = 1) -> Any:
     """The training loader of data.backend=hf_streaming for this rank: a torchdata StatefulDataLoader
     (resumable: `state_dict()` / `load_state_dict()`, saved by Lightning in checkpoints). Its
-    `collate_fn.epoch` selects the dynamic masks of an epoch (set it from the datamodule's set_epoch)."""
+    `collate_fn.epoch` selects the dynamic masks of an epoch (set it from the datamodule's set_epoch).
+
+    `lookahead`: batches the consumer fetches ahead of the one it trains on. Lightning's fetcher runs one
+    ahead (to see the end of an epoch), so with the default 1 a checkpoint resumes at the first batch
+    not yet trained on instead of skipping the prefetched one; give 0 when iterating by hand."""
     try:
         from torchdata.stateful_dataloader import StatefulDataLoader
     except ImportError:
         raise UserError("data.backend=hf_streaming needs torchdata: pip install torchdata torch==<your torch>") from None
-    return StatefulDataLoader(streaming_dataset(cfg, tokenizer, world_size, rank),
-                              batch_size=batch_size or int(cfg.trainer.batch_size),
-                              collate_fn=MaskingCollate(cfg, tokenizer.get_vocab_size()),
-                              num_workers=int(cfg.data.num_workers))
+
+    class Loader(StatefulDataLoader):
+        def __iter__(self) -> Iterator[Any]:
+            iterator = super().__iter__()
+            states: deque = deque(maxlen=lookahead + 1)
+            self._states = states
+            while True:
+                states.append(super().state_dict())  # the state after the batches yielded so far
+                try:
+                    batch = next(iterator)
+                except StopIteration:
+                    return
+                yield batch
+
+        def state_dict(self) -> dict[str, Any]:
+            states = getattr(self, "_states", ())
+            if lookahead and len(states) > lookahead:
+                return states[-lookahead]  # as if the `lookahead` prefetched batches were not yet drawn
+            return super().state_dict()
+
+    return Loader(streaming_dataset(cfg, tokenizer, world_size, rank), batch_size=batch_size or int(cfg.trainer.batch_size),
+                  collate_fn=MaskingCollate(cfg, tokenizer.get_vocab_size()), num_workers=int(cfg.data.num_workers))
