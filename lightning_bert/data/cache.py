@@ -13,7 +13,7 @@ import shutil
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -88,7 +88,7 @@ def _offsets(path: Path, counts: "array[int]") -> None:
     del out
 
 
-def _encode(documents: Iterable[str], tokenizer: Tokenizer, out: Path) -> int:
+def _encode(documents: Iterable[str], tokenizer: Tokenizer, out: Path, total: Optional[int] = None) -> int:
     """Stream documents -> sentences -> batched encode -> token files; returns the document count.
     Memory holds one batch of sentences plus 8 bytes per sentence and per document for the offsets."""
     sentence_lengths, doc_sentence_counts = array("q"), array("q")
@@ -106,7 +106,7 @@ def _encode(documents: Iterable[str], tokenizer: Tokenizer, out: Path) -> int:
                 sentence_lengths.append(len(ids))
             pending.clear()
 
-        for doc in tqdm(documents, desc="tokenizing", unit="doc", mininterval=1.0):
+        for doc in tqdm(documents, desc="tokenizing", unit="doc", mininterval=1.0, total=total):
             sentences = [s for s in split_sentences(doc) if s.strip()]
             pending.extend(sentences)
             doc_sentence_counts.append(len(sentences))
@@ -145,14 +145,15 @@ def build_once(path: Path, build: Callable[[Path], None], what: str) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def tokenized_corpus(documents: Iterable[str], key: str, tokenizer: Tokenizer, cache_dir: Path) -> TokenizedCorpus:
+def tokenized_corpus(documents: Iterable[str], key: str, tokenizer: Tokenizer, cache_dir: Path,
+                     total: Optional[int] = None) -> TokenizedCorpus:
     """Tokenize `documents` (identified by `key`) once, streaming them in a single pass; later calls map
     the cached arrays and never touch `documents`."""
     tok_key = hashlib.sha256(tokenizer.to_str().encode()).hexdigest()[:16]
     path = cache_dir / f"corpus-{key}-{tok_key}"
 
     def build(tmp: Path) -> None:
-        count = _encode(documents, tokenizer, tmp)
+        count = _encode(documents, tokenizer, tmp, total)
         (tmp / "meta.json").write_text(json.dumps({"documents": count, "version": CACHE_VERSION}))
 
     build_once(path, build, "tokenized corpus")

@@ -166,7 +166,7 @@ class PretrainDataModule(pl.LightningDataModule):
             train_docs = _skip_block(source, int(self.valid_ids[0]), int(self.valid_ids[-1]) + 1)
             self.tokenizer = tokenizer_for(train_docs, f"{key}-{data.valid_fraction}", tok.kind, tok.vocab_size,
                                            tok.lowercase, tok.min_frequency, cache_dir, length=len(self.train_ids))
-        self.corpus = tokenized_corpus(source, key, self.tokenizer, cache_dir)
+        self.corpus = tokenized_corpus(source, key, self.tokenizer, cache_dir, total=num_documents)
         if self.corpus.num_documents != num_documents:
             raise UserError(f"the corpus changed while it was read ({num_documents} then {self.corpus.num_documents} "
                             f"documents); clear {cache_dir} or keep the files still during preparation")
