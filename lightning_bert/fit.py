@@ -142,7 +142,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
         init = init_from(cfg)
     data = PretrainDataModule(cfg, tokenizer=init.tokenizer if init else None)
-    in_turns(data.setup)  # before Lightning's DDP ranks start, in turns under torchrun: caches are built once
+    # Before Lightning's DDP ranks start; under torchrun in turns, every rank using rank 0's tokenizer.
+    in_turns(data.setup, share=lambda: data.tokenizer.to_str(), receive=data.use_tokenizer)
     config = to_dict(cfg)
     model = PretrainModule(config, data.vocab_size, data.tokenizer.to_str())
     model.schedule_steps, step_cap = planned_steps(cfg, data)

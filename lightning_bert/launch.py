@@ -10,7 +10,7 @@ disk), then everyone else, who find the caches built.
 from __future__ import annotations
 
 import os
-from typing import Callable, TypeVar
+from typing import Any, Callable, Optional, TypeVar
 
 T = TypeVar("T")
 
@@ -41,8 +41,12 @@ def agree(make: Callable[[], T]) -> T:
     return value[0]  # type: ignore[return-value]
 
 
-def in_turns(prepare: Callable[[], None]) -> None:
-    """Run `prepare` on rank 0, then on each node's first process, then on the rest (they hit the cache)."""
+def in_turns(prepare: Callable[[], None], share: Optional[Callable[[], Any]] = None,
+             receive: Optional[Callable[[Any], None]] = None) -> None:
+    """Run `prepare` on rank 0, then on each node's first process, then on the rest (they hit the cache).
+    `share()` on rank 0 after its turn is handed to `receive` on every other rank before theirs: the
+    tokenizer, which a node with its own disk must not train again (WordPiece's trainer breaks ties
+    between equal-count merges in a per-process hash order, so two trainings can differ)."""
     if not externally_launched():
         prepare()
         return
@@ -55,3 +59,8 @@ def in_turns(prepare: Callable[[], None]) -> None:
         if phase == turn:
             prepare()
         dist.barrier()
+        if phase == 0 and share is not None:
+            value = [share() if rank == 0 else None]
+            dist.broadcast_object_list(value, src=0)
+            if rank != 0 and receive is not None:
+                receive(value[0])

@@ -174,6 +174,12 @@ class PretrainDataModule(pl.LightningDataModule):
         log.info("corpus: %d documents (%d held out), %d tokens", num_documents, len(self.valid_ids),
                  self.corpus.num_tokens)
 
+    def use_tokenizer(self, tokenizer_json: str) -> None:
+        """Take this tokenizer (e.g. global rank 0's) instead of loading or training one."""
+        from tokenizers import Tokenizer
+
+        self.tokenizer = Tokenizer.from_str(tokenizer_json)
+
     @property
     def vocab_size(self) -> int:
         return self.tokenizer.get_vocab_size()
