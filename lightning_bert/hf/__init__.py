@@ -18,7 +18,7 @@ import shutil
 from dataclasses import dataclass, fields
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import Tensor
