@@ -71,6 +71,7 @@ class DataConfig:
     cache_dir: str = "~/.cache/lightning_bert"  # tokenizers and tokenized corpora, keyed by content
     num_workers: int = 0  # DataLoader worker processes
     backend: str = "cache"  # cache (memory-mapped token cache, map-style) | hf_streaming (HF datasets, sharded by rank)
+    valid_path: list[str] = field(default_factory=list)  # hf_streaming: held-out files for val/eval (the stream has no held-out block)
 
     def __post_init__(self) -> None:
         check_choice("data", "format", self.format, ("auto", "text", "wikiextractor", "wikitext", "jsonl", "book"))
@@ -314,6 +315,9 @@ class Config:
             if unsupported:
                 raise ConfigError(f"data.backend=hf_streaming serves packed examples with dynamic MLM masks; "
                                   f"not {', '.join(unsupported)}")
+            if not self.data.valid_path:
+                raise ConfigError("data.backend=hf_streaming needs data.valid_path=[held-out files] for validation and "
+                                  "the canonical evaluation (a stream holds no held-out block)")
 
     def _check_plm(self) -> None:
         """XLNet's permutation LM: two streams need relative positions; no sentence task, SBO or EMD on top."""
@@ -387,8 +391,8 @@ def parse_overrides(overrides: Sequence[str]) -> tuple[Optional[str], list[str]]
         key = key.lstrip("-").lstrip("+")
         if key in ("experiment", "run.experiment"):
             experiment = value
-        elif key == "data.path" and not value.startswith("["):
-            rest.append(f"data.path=[{value}]")  # one path given as a plain value
+        elif key in ("data.path", "data.valid_path") and not value.startswith("["):
+            rest.append(f"{key}=[{value}]")  # one path given as a plain value
         else:
             rest.append(f"{key}={value}")
     return experiment, rest

@@ -92,6 +92,9 @@ def planned_steps(cfg: DictConfig, data: PretrainDataModule) -> tuple[int, int]:
     t = cfg.trainer
     if t.max_tokens is None:
         return t.max_steps, t.max_steps
+    if data.train_set is None:  # a stream: packed rows fill every slot
+        per_step = float(cfg.data.max_seq_length) * t.batch_size * t.accumulate_grad_batches * t.devices * t.num_nodes
+        return max(1, math.ceil(t.max_tokens / per_step)), 2 * math.ceil(t.max_tokens / per_step) + 10
     examples = data.train_set.examples
     real = (examples["a_end"] - examples["a_start"]) + np.where(examples["b_start"] >= 0,
                                                                 examples["b_end"] - examples["b_start"] + 1, 0) + 2

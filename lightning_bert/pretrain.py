@@ -209,15 +209,17 @@ class PretrainModule(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         values = {name: metric.compute() for name, metric in self.val_metrics.items()}
+        # torchmetrics' compute() already gathered every rank: sync_dist only confirms equal values
         for name, metric in self.val_metrics.items():
-            self.log(f"val/{name}", values[name])
+            self.log(f"val/{name}", values[name], sync_dist=True)
             metric.reset()
-        self.log("val/loss", sum(o.weight * values[f"{n}_loss"] for n, o in self.objectives.items()), prog_bar=True)
+        self.log("val/loss", sum(o.weight * values[f"{n}_loss"] for n, o in self.objectives.items()), prog_bar=True,
+                 sync_dist=True)
         lm = "plm_loss" if "plm_loss" in values else "mlm_loss"  # XLNet: perplexity of its targets
         if lm in values:
-            self.log("val/perplexity", torch.exp(values[lm].clamp(max=50)))
+            self.log("val/perplexity", torch.exp(values[lm].clamp(max=50)), sync_dist=True)
         self._canonical_evaluation()
-        self.log("tokens_seen", self.tokens_seen.float())  # the x axis of validation curves
+        self.log("tokens_seen", self.tokens_seen.float(), sync_dist=True)  # the x axis of validation curves
 
     def _canonical_evaluation(self) -> None:
         """eval/*: MLM on the fixed held-out set every variant shares (data/canonical.py), sharded over ranks."""
@@ -239,7 +241,7 @@ class PretrainModule(pl.LightningModule):
                 m["loss"].update(out.loss_sum / max(count, 1), weight=count)
                 m["loss_per_char"].update(out.loss_sum / chars.clamp(min=1), weight=chars)
         for name, metric in m.items():
-            self.log(f"eval/mlm_{name}", metric.compute())
+            self.log(f"eval/mlm_{name}", metric.compute(), sync_dist=True)
             metric.reset()
 
     def on_train_start(self) -> None:

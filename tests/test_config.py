@@ -18,6 +18,7 @@ BAD = {
     "optim.lr=-1": "optim.lr",
     "experiment=nope": "nope",
     "objective.sbo=true": "objective.sbo",  # needs span masking
+    "data.backend=hf_streaming": "data.valid_path",  # a stream has no held-out block: name held-out files
 }
 
 

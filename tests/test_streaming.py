@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from conftest import TINY
+from conftest import SHARED_DATA, TINY
 
 from lightning_bert.config import ConfigError, load
 from lightning_bert.data.corpus import read_documents
@@ -42,8 +42,12 @@ def bucket(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
     return root
 
 
+VALID = SHARED_DATA / "wikitext-2-raw" / "wiki.valid.raw"  # held-out files: the stream has no held-out block
+
+
 def _overrides(bucket: Path, tmp: Path) -> list[str]:
     return TINY + ["data.backend=hf_streaming", f"data.hf_dataset={bucket / 'data'}", "trainer.batch_size=4",
+                   f"data.valid_path={VALID}",
                    f"tokenizer.path={bucket / 'tokenizer.json'}", f"data.cache_dir={tmp / 'cache'}"]
 
 
@@ -142,7 +146,8 @@ def test_our_file_formats_stream_and_pack_real_text(shared_data: Path, tmp_path:
     from lightning_bert.data.streaming import document_stream, streaming_dataset
 
     path = shared_data / "wikipedia-en" / "valid.txt"  # WikiExtractor: read by our reader, streamed
-    cfg = load(TINY + ["data.backend=hf_streaming", f"data.path={path}", f"tokenizer.path={bucket / 'tokenizer.json'}"])
+    cfg = load(TINY + ["data.backend=hf_streaming", f"data.path={path}", f"tokenizer.path={bucket / 'tokenizer.json'}",
+                       f"data.valid_path={VALID}"])
     docs = [row["text"] for row in document_stream(cfg.data).take(5)]
     assert docs == read_documents([str(path)])[:5]
     from tokenizers import Tokenizer
@@ -168,6 +173,6 @@ def test_our_file_formats_stream_and_pack_real_text(shared_data: Path, tmp_path:
 def test_streaming_refuses_what_it_cannot_serve() -> None:
     for extra in ("objective.sentence=nsp", "masking.mode=static"):
         with pytest.raises(ConfigError, match="hf_streaming"):
-            load(["data.backend=hf_streaming", extra])
+            load(["data.backend=hf_streaming", f"data.valid_path={VALID}", extra])
     with pytest.raises(ConfigError, match="backend"):
         load(["data.backend=s3"])

@@ -281,3 +281,33 @@ def test_torchrun_two_nodes_agree_and_match_one_process(tiny_overrides: list[str
     one, two = weights(tmp_path / "runs" / "one"), weights(runs[0])  # reproducible across processes)
     for name in one:
         torch.testing.assert_close(two[name], one[name], rtol=0, atol=1e-5, msg=name)
+
+
+@pytest.mark.slow
+def test_streaming_backend_trains_on_two_ranks_and_resumes_exactly(tiny_overrides: list[str], tmp_path: Path,
+                                                                    shared_data: Path) -> None:
+    """data.backend=hf_streaming through train.py: 4 local JSONL shards stand in for a bucket, 2 DDP
+    ranks split them, validation and the canonical set come from data.valid_path; killed after step 5
+    and resumed, the run equals an uninterrupted one (the stream's position is in the checkpoint)."""
+    from lightning_bert.data.corpus import read_documents
+
+    docs = read_documents([str(shared_data / "wikipedia-en" / "valid.txt")])[:60]
+    shards = []
+    for i in range(4):
+        shards.append(tmp_path / f"shard{i}.jsonl")
+        shards[-1].write_text("".join(json.dumps({"text": d}) + "\n" for d in docs[i::4]))
+    overrides = [o for o in tiny_overrides if not o.startswith(("data.path", "data.max_documents"))] + [
+        "data.backend=hf_streaming", f"data.path=[{','.join(map(str, shards))}]",
+        f"data.valid_path={shared_data / 'wikitext-2-raw' / 'wiki.valid.raw'}", "trainer.devices=2",
+        "trainer.strategy=ddp", "trainer.accelerator=cpu", "trainer.batch_size=4", "trainer.max_steps=7",
+        "trainer.checkpoint_every_n_steps=2", "eval.probes=false"]
+    train(overrides + ["run.name=whole"])
+    killed = interrupted("KILL", 5, overrides + ["run.name=cut"])
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    train(overrides + ["run.name=cut", "run.resume=auto"])
+    one, two = weights(tmp_path / "runs" / "whole"), weights(tmp_path / "runs" / "cut")
+    for name in one:
+        torch.testing.assert_close(two[name], one[name], rtol=0, atol=1e-6, msg=name)
+    summary = json.loads((tmp_path / "runs" / "cut" / "summary.json").read_text())
+    assert summary["tokens_seen"] == json.loads((tmp_path / "runs" / "whole" / "summary.json").read_text())[
+        "tokens_seen"] and "eval/mlm_loss" in summary["metrics"]

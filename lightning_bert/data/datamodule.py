@@ -149,19 +149,29 @@ class PretrainDataModule(pl.LightningDataModule):
         self.val_set: Optional[PretrainDataset] = None
         self.canonical_set: Optional[CanonicalSet] = None
         self._resume_position: dict[str, int] = {}  # where a resumed epoch continues (from the checkpoint)
+        self._stream_loader: Any = None  # data.backend=hf_streaming's training loader
 
     def prepare(self) -> None:
         """Identify, split and tokenize the corpus, streaming it: no list of documents is ever held.
         Cached by the corpus' identity (file stats and sampled bytes), so a second run reads no text."""
         data = self.cfg.data
         cache_dir = Path(data.cache_dir).expanduser()
-        source = document_source(data)
+        streaming = data.backend == "hf_streaming"
+        # hf_streaming: training documents stream (data/streaming.py); the cache holds the held-out files only
+        source = file_source(list(data.valid_path), data.format, data.text_field) if streaming else document_source(data)
         key = source.key
         num_documents = document_count(source, key, cache_dir)  # the split needs it before the tokenizer
-        self.train_ids, self.valid_ids = split_documents(num_documents, data.valid_fraction)
+        if streaming:
+            self.train_ids, self.valid_ids = np.arange(0), np.arange(num_documents)
+        else:
+            self.train_ids, self.valid_ids = split_documents(num_documents, data.valid_fraction)
         tok = self.cfg.tokenizer
         if self.tokenizer is None and tok.path:
             self.tokenizer = load_tokenizer(tok.path)
+        elif self.tokenizer is None and streaming:
+            from lightning_bert.data.streaming import streaming_tokenizer
+
+            self.tokenizer = streaming_tokenizer(self.cfg)  # trained on the head of the training stream
         elif self.tokenizer is None:
             train_docs = _skip_block(source, int(self.valid_ids[0]), int(self.valid_ids[-1]) + 1)
             self.tokenizer = tokenizer_for(train_docs, f"{key}-{data.valid_fraction}", tok.kind, tok.vocab_size,
@@ -187,7 +197,7 @@ class PretrainDataModule(pl.LightningDataModule):
     def setup(self, stage: Optional[str] = None) -> None:
         if self.corpus is None:
             self.prepare()
-        if self.train_set is not None:
+        if self.val_set is not None:
             return
         data, seed = self.cfg.data, self.cfg.run.seed
         static = self.cfg.masking.mode == "static"
@@ -198,6 +208,9 @@ class PretrainDataModule(pl.LightningDataModule):
                                   short_seq_prob=data.short_seq_prob, cross_doc=data.cross_doc, doc_ids=doc_ids,
                                   shift=duplicate > 0)
 
+        if data.backend == "hf_streaming":  # training examples come from the stream, built per batch
+            self._setup_eval()
+            return
         # Static masking: every duplicate draws its own pairs (and packing offset), as BERT's builder did.
         per_duplicate = [examples(self.train_ids, 0, d) for d in range(self.cfg.masking.dupe_factor if static else 1)]
         starts = np.cumsum([0] + [len(e) for e in per_duplicate[:-1]])
@@ -206,12 +219,20 @@ class PretrainDataModule(pl.LightningDataModule):
         if static and self.cfg.objective.get("lm", "mlm") == "mlm":  # PLM redraws its static orders from the seed
             self.train_set.stored = stored_masks(self.train_set.draw_mask, len(self.train_set),
                                                  self._static_key(self.train_set), Path(data.cache_dir).expanduser())
-        # Validation masks are always static, so every evaluation scores the same predictions.
-        self.val_set = PretrainDataset(self.corpus, examples(self.valid_ids, 1), self.cfg, self.vocab_size, True)
-        self.canonical_set = CanonicalSet(self.corpus, canonical_examples(self.corpus, self.valid_ids, data.max_seq_length),
-                                          data.max_seq_length, self.vocab_size, token_characters(self.tokenizer))
+        self._setup_eval()
         log.info("examples: %d train, %d valid, %d canonical eval", len(self.train_set), len(self.val_set),
                  len(self.canonical_set))
+
+    def _setup_eval(self) -> None:
+        """The run's own validation set (its sentence task and masking) and the canonical one."""
+        data, seed = self.cfg.data, self.cfg.run.seed
+        # Validation masks are always static, so every evaluation scores the same predictions.
+        examples = build_examples(self.corpus, self.cfg.objective.sentence, data.max_seq_length,
+                                  np.random.default_rng([seed, 1]), short_seq_prob=data.short_seq_prob,
+                                  cross_doc=data.cross_doc, doc_ids=self.valid_ids)
+        self.val_set = PretrainDataset(self.corpus, examples, self.cfg, self.vocab_size, True)
+        self.canonical_set = CanonicalSet(self.corpus, canonical_examples(self.corpus, self.valid_ids, data.max_seq_length),
+                                          data.max_seq_length, self.vocab_size, token_characters(self.tokenizer))
 
     def _static_key(self, dataset: PretrainDataset) -> str:
         """Everything the stored masks depend on: tokens, examples, masking settings, seed."""
@@ -224,6 +245,8 @@ class PretrainDataModule(pl.LightningDataModule):
     def set_epoch(self, epoch: int) -> None:
         if self.train_set is not None:
             self.train_set.epoch = epoch
+        if self._stream_loader is not None:  # dynamic masks of the streamed rows are f(seed, epoch, row)
+            self._stream_loader.collate_fn.epoch = epoch
 
     def _loader(self, dataset: Dataset, shuffle: bool, batch_size: int) -> DataLoader:
         # One seeded permutation per epoch, dealt out rank by rank: the global batch at each step is the
@@ -241,6 +264,12 @@ class PretrainDataModule(pl.LightningDataModule):
         """One loader batch = one optimizer step on this rank: accumulate_grad_batches micro-batches of
         batch_size, split by PretrainModule, which normalises the loss over all of them."""
         t = self.cfg.trainer
+        if self.cfg.data.backend == "hf_streaming":  # resumable: Lightning saves the loader's own state_dict
+            from lightning_bert.data.streaming import streaming_train_loader
+
+            self._stream_loader = streaming_train_loader(self.cfg, self.tokenizer, *self._world(),
+                                                         batch_size=t.batch_size * t.accumulate_grad_batches)
+            return self._stream_loader
         loader = self._loader(self.train_set, shuffle=True, batch_size=t.batch_size * t.accumulate_grad_batches)
         position = self._resume_position
         if position and self.trainer is not None and position["epoch"] == self.trainer.current_epoch:
