@@ -78,7 +78,7 @@ def test_training_raises_spearman_and_writes_the_run_record(tmp_path: Path, shar
 
     args = [f"ckpt={_ckpt(shared_data)}", "max_train_examples=512", "max_dev_examples=300", "epochs=2", "lr=5e-4",
             "batch_size=16", "whiten=true", "max_seq_length=48", f"output_dir={tmp_path}", "name=run",
-            "progress=false", "logger.wandb.mode=disabled", f"glue_dir={GLUE_DIR}"]
+            "progress=false", "logger.wandb.mode=offline", f"glue_dir={GLUE_DIR}"]
     assert main(args) == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     metrics = summary["metrics"]
@@ -90,6 +90,7 @@ def test_training_raises_spearman_and_writes_the_run_record(tmp_path: Path, shar
     assert abs(metrics["sts/mean_whiten/anisotropy_before"]) < 0.05 < metrics["sts/mean/anisotropy_before"]
     assert (tmp_path / "run" / "metrics.csv").read_text().startswith(("epoch", "step", "train"))
     assert "loss: cosent" in (tmp_path / "run" / "config.yaml").read_text()
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))  # logged to W&B (offline here)
 
     from lightning_bert.checkpoint import load_pretrained
     from lightning_bert.embeddings import sts_zero_shot
