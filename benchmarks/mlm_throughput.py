@@ -11,13 +11,11 @@ model FLOPs of lightning_bert.flops (sparse MLM head: the useful work, the same 
 """
 from __future__ import annotations
 
-import argparse
-import multiprocessing as mp
-import resource
-import statistics
 import time
 
 import torch
+
+import harness  # benchmarks/harness.py: the shared side-by-side timing
 
 SIZES = dict(hidden=256, layers=4, heads=4, ffn=1024, vocab=30522, seq=128, batch=32)
 
@@ -70,29 +68,6 @@ def batches(n: int, device: str) -> list[dict[str, torch.Tensor]]:
     return [{k: v.to(device) for k, v in b.items()} for b in out]
 
 
-def train_steps(loss_fn, optimizer, data: list[dict[str, torch.Tensor]], device: str) -> float:
-    start = time.perf_counter()
-    for batch in data:
-        loss = loss_fn(batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return len(data) * SIZES["batch"] * SIZES["seq"] / (time.perf_counter() - start)
-
-
-def peak_memory(name: str, device: str, threads: int) -> float:
-    """MiB at the peak of two training steps, measured in a fresh process so the models don't mix."""
-    torch.set_num_threads(threads)
-    model, loss_fn = (make_ours if name == "ours" else make_reference)(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    train_steps(loss_fn, optimizer, batches(2, device), device)
-    if device == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def matmul_peak(device: str, size: int = 2048, repeats: int = 5) -> float:
     """Best FLOP/s of a square fp32 matmul: this machine's practical peak where no table entry exists."""
     a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
@@ -106,29 +81,19 @@ def matmul_peak(device: str, size: int = 2048, repeats: int = 5) -> float:
     return 2 * size**3 / best
 
 
+def make(name: str, device: str) -> tuple[torch.nn.Module, callable]:
+    return (make_ours if name == "ours" else make_reference)(device)
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=5, help="training steps per round")
-    parser.add_argument("--rounds", type=int, default=6, help="alternating rounds per model (first is warm-up)")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser = harness.arguments(__doc__)
     parser.add_argument("--peak-flops", type=float, default=None, help="peak FLOP/s for MFU (default: table/measured)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    # Memory first, while this process is small: Linux keeps a parent's peak RSS across fork+exec.
-    with mp.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
-        memory = {k: pool.apply(peak_memory, (k, args.device, args.threads)) for k in ("ours", "transformers")}
-    torch.manual_seed(0)
-    models = {"ours": make_ours(args.device), "transformers": make_reference(args.device)}
-    optimizers = {k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, (m, _) in models.items()}
-    data = batches(args.steps, args.device)
-    speeds: dict[str, list[float]] = {k: [] for k in models}
-    for round_ in range(args.rounds):
-        for name, (_, loss_fn) in models.items():
-            tps = train_steps(loss_fn, optimizers[name], data, args.device)
-            if round_ > 0:  # round 0 warms up allocators and kernels
-                speeds[name].append(tps)
-    ours, ref = (statistics.median(speeds[k]) for k in ("ours", "transformers"))
+    names = ["ours", "transformers"]
+    memory = harness.peak_memory(make, batches, names, args.device, args.threads)
+    median = harness.alternate(make, batches(args.steps, args.device), names, args.rounds, args.device)
+    ours, ref = median["ours"], median["transformers"]
     from lightning_bert.flops import count_flops, device_peak_flops
 
     per_token = count_flops(SIZES["hidden"], SIZES["layers"], SIZES["ffn"], SIZES["vocab"], SIZES["seq"]).training

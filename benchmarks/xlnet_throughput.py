@@ -13,14 +13,10 @@ CPU, allocated bytes on CUDA).
 """
 from __future__ import annotations
 
-import argparse
-import multiprocessing as mp
-import resource
-import statistics
-import time
-
 import numpy as np
 import torch
+
+import harness  # benchmarks/harness.py: the shared side-by-side timing
 
 SIZES = dict(hidden=256, layers=4, heads=4, ffn=1024, vocab=30522, seq=128, batch=32, k=6)
 
@@ -86,52 +82,19 @@ def batches(n: int, device: str) -> list[dict[str, torch.Tensor]]:
     return [{k: v.to(device) for k, v in batch.items()} for batch in out]
 
 
-def train_steps(loss_fn, optimizer, data: list[dict[str, torch.Tensor]], device: str) -> float:
-    start = time.perf_counter()
-    for batch in data:
-        loss = loss_fn(batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return len(data) * SIZES["batch"] * SIZES["seq"] / (time.perf_counter() - start)
-
-
-def peak_memory(name: str, device: str, threads: int) -> float:
-    """MiB at the peak of two training steps, measured in a fresh process so the models don't mix."""
-    torch.set_num_threads(threads)
-    model, loss_fn = (make_ours if name == "ours" else make_reference)(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    train_steps(loss_fn, optimizer, batches(2, device), device)
-    if device == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def make(name: str, device: str) -> tuple[torch.nn.Module, callable]:
+    return (make_ours if name == "ours" else make_reference)(device)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=3, help="training steps per round")
-    parser.add_argument("--rounds", type=int, default=4, help="alternating rounds per model (first is warm-up)")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args()
+    args = harness.arguments(__doc__, steps=3, rounds=4).parse_args()
     torch.set_num_threads(args.threads)
-    # Memory first, while this process is small: Linux keeps a parent's peak RSS across fork+exec.
-    with mp.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
-        memory = {k: pool.apply(peak_memory, (k, args.device, args.threads)) for k in ("ours", "transformers")}
-    torch.manual_seed(0)
-    models = {"ours": make_ours(args.device), "transformers": make_reference(args.device)}
-    optimizers = {k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, (m, _) in models.items()}
+    names = ["ours", "transformers"]
+    memory = harness.peak_memory(make, batches, names, args.device, args.threads)
     data = batches(args.steps, args.device)
     targets = sum(int((b["plm_order"] > 0).sum()) for b in data) / sum(b["input_ids"].numel() for b in data)
-    speeds: dict[str, list[float]] = {k: [] for k in models}
-    for round_ in range(args.rounds):
-        for name, (_, loss_fn) in models.items():
-            tps = train_steps(loss_fn, optimizers[name], data, args.device)
-            if round_ > 0:  # round 0 warms up allocators and kernels
-                speeds[name].append(tps)
-    ours, ref = (statistics.median(speeds[k]) for k in ("ours", "transformers"))
+    median = harness.alternate(make, data, names, args.rounds, args.device)
+    ours, ref = median["ours"], median["transformers"]
     unit = "MiB allocated" if args.device == "cuda" else "MiB peak RSS"
     print(f"device={args.device} threads={args.threads} sizes={SIZES} targets={targets:.1%} of tokens")
     print(f"ours          {ours:10.0f} tokens/s   {memory['ours']:8.0f} {unit}")
