@@ -20,6 +20,7 @@ from lightning_bert.data.datamodule import PretrainDataModule
 from lightning_bert.errors import Diverged, UserError
 from lightning_bert.launch import agree, in_turns
 from lightning_bert.pretrain import PretrainModule
+from lightning_bert.progress import pretrain_progress_bar
 from lightning_bert.resume import check_resume_config
 from lightning_bert.checkpoint import read_checkpoint
 from lightning_bert.runrecord import ResumableCSVLogger, RunRecord, trim_metrics
@@ -177,7 +178,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         logger=loggers, enable_model_summary=False, num_sanity_val_steps=0, use_distributed_sampler=False,
         callbacks=[ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
                                    every_n_train_steps=t.checkpoint_every_n_steps),
-                   KeepGoodCheckpoint(dirpath=ckpt_dir, filename="last"), record])
+                   KeepGoodCheckpoint(dirpath=ckpt_dir, filename="last"), record, pretrain_progress_bar()])
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
     with run_dir_for_child_processes(run_dir):

@@ -1,0 +1,36 @@
+"""The pretraining bar names the run's progress in steps, without Lightning's epoch count or logger version."""
+import lightning.pytorch as pl
+import pytest
+from lightning.pytorch.demos.boring_classes import BoringModel
+from lightning.pytorch.loggers import CSVLogger
+
+from lightning_bert.progress import TRAIN_DESCRIPTION, RichPretrainBar, TQDMPretrainBar, pretrain_progress_bar
+
+
+def _fit(bar: pl.Callback, tmp_path) -> pl.Trainer:
+    trainer = pl.Trainer(max_steps=3, callbacks=[bar], logger=CSVLogger(tmp_path), enable_checkpointing=False,
+                         enable_model_summary=False, limit_val_batches=0, accelerator="cpu")
+    trainer.fit(BoringModel())
+    return trainer
+
+
+def test_tqdm_bar_shows_steps_not_epochs_or_version(tmp_path):
+    bar = TQDMPretrainBar()
+    trainer = _fit(bar, tmp_path)
+    assert trainer.max_epochs == -1  # the case that printed "Epoch 0/-2"
+    assert bar.train_progress_bar.desc.startswith(TRAIN_DESCRIPTION)
+    assert "v_num" not in bar.get_metrics(trainer, trainer.lightning_module)
+    assert "v_num" in pl.callbacks.TQDMProgressBar().get_metrics(trainer, trainer.lightning_module)  # what it hides
+
+
+def test_rich_bar_shows_steps_not_epochs_or_version(tmp_path):
+    pytest.importorskip("rich")
+    bar = RichPretrainBar()
+    trainer = _fit(bar, tmp_path)
+    description = bar._get_train_description(trainer.current_epoch)
+    assert description.strip() == TRAIN_DESCRIPTION and "-2" not in description
+    assert "v_num" not in bar.get_metrics(trainer, trainer.lightning_module)
+
+
+def test_fit_uses_the_pretraining_bar():
+    assert isinstance(pretrain_progress_bar(), (RichPretrainBar, TQDMPretrainBar))
