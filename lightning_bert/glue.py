@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
+from tokenizers import Tokenizer
 from torch import Tensor
 
 from lightning_bert.data.tokenizer import CLS_ID, PAD_ID, SEP_ID
@@ -143,19 +144,22 @@ def make_metrics(spec: TaskSpec) -> Any:
         return MetricCollection({m: factories[m](spec.num_labels) for m in spec.metrics})
 
 
-def encode(tokenizer: Any, examples: Sequence[Example], max_length: int) -> list[tuple[list[int], list[int]]]:
-    """[CLS] a [SEP] (b [SEP]) ids and segment ids; the longer side is truncated first (BERT's rule)."""
-    first = tokenizer.encode_batch([e[0] for e in examples], add_special_tokens=False)
-    pairs = [(i, e[1]) for i, e in enumerate(examples) if e[1] is not None]
-    second = dict(zip((i for i, _ in pairs), tokenizer.encode_batch([b for _, b in pairs], add_special_tokens=False)))
-    out = []
-    for i, enc in enumerate(first):
-        a, b = list(enc.ids), list(second[i].ids) if i in second else None
-        budget = max_length - (3 if b is not None else 2)
-        while len(a) + len(b or ()) > budget:
-            (a if b is None or len(a) >= len(b) else b).pop()
-        ids = [CLS_ID, *a, SEP_ID] + ([*b, SEP_ID] if b is not None else [])
-        out.append((ids, [0] * (len(a) + 2) + [1] * (len(ids) - len(a) - 2)))
+def encode(tokenizer: Tokenizer, examples: Sequence[Example], max_length: int) -> list[tuple[list[int], list[int]]]:
+    """[CLS] a [SEP] (b [SEP]) ids and segment ids, truncated by tokenizers' longest_first (the longer side
+    first), as fast BERT tokenizers do."""
+    truncating = Tokenizer.from_str(tokenizer.to_str())  # a copy: the caller's tokenizer keeps its settings
+    out: list[tuple[list[int], list[int]]] = [([], [])] * len(examples)
+    for specials, rows in ((2, [i for i, e in enumerate(examples) if e[1] is None]),
+                           (3, [i for i, e in enumerate(examples) if e[1] is not None])):
+        if not rows:
+            continue
+        truncating.enable_truncation(max_length - specials, strategy="longest_first")
+        texts = [examples[i][0] if specials == 2 else (examples[i][0], examples[i][1]) for i in rows]
+        for i, enc in zip(rows, truncating.encode_batch(texts, add_special_tokens=False)):
+            a = [t for t, s in zip(enc.ids, enc.type_ids) if s == 0]
+            b = [t for t, s in zip(enc.ids, enc.type_ids) if s == 1]
+            ids = [CLS_ID, *a, SEP_ID] + ([*b, SEP_ID] if specials == 3 else [])
+            out[i] = (ids, [0] * (len(a) + 2) + [1] * (len(ids) - len(a) - 2))
     return out
 
 

@@ -126,6 +126,24 @@ def test_encode_truncates_the_longer_side_and_sets_segments() -> None:
     assert ids == [2, 5, 6, 3] and seg == [0, 0, 0, 0]
 
 
+def test_encode_matches_a_transformers_fast_tokenizer() -> None:
+    # Reference: transformers' fast tokenizer over the same vocabulary with BERT's template; longest_first trims
+    # the longer side first (A on a tie), and its budget counts the three specials.
+    transformers = pytest.importorskip("transformers")
+    from tokenizers import processors
+
+    ref = _word_tokenizer()
+    ref.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    ref = transformers.PreTrainedTokenizerFast(tokenizer_object=ref)
+    for len_a, len_b, max_length in [(20, 20, 10), (20, 20, 11), (5, 4, 10), (4, 5, 10), (6, 6, 12), (9, 1, 8),
+                                     (1, 9, 8), (3, 2, 16), (12, None, 8)]:
+        a, b = "a " * len_a, "b " * len_b if len_b else None
+        (ids, segments), = encode(_word_tokenizer(), [(a, b, 0)], max_length=max_length)
+        want = ref(a, b, truncation="longest_first", max_length=max_length, return_token_type_ids=True)
+        assert (ids, segments) == (want["input_ids"], want["token_type_ids"]), (len_a, len_b, max_length)
+
+
 def test_collate_pads_to_the_longest() -> None:
     batch = collate([([2, 5, 3], [0, 0, 0]), ([2, 5, 3, 6, 3], [0, 0, 0, 1, 1])], [0.5, 2.0])
     assert batch["input_ids"].tolist() == [[2, 5, 3, 0, 0], [2, 5, 3, 6, 3]]
