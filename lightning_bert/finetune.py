@@ -22,14 +22,12 @@ from typing import Any, Iterator, Optional, Sequence
 import lightning as L
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 from torch import Tensor
 from torch.utils.data import DataLoader
 
 from lightning_bert.checkpoint import load_pretrained, read_checkpoint
 from lightning_bert.model.encoder import BertEncoder
-from lightning_bert.config import ConfigError, check_range, check_choice, parse_overrides
+from lightning_bert.config import ConfigError, check_range, check_choice
 from lightning_bert.errors import UserError
 from lightning_bert.glue import HF_GLUE, TASKS, TaskSpec, collate, encode, make_metrics, parse_downstream, read_task
 from lightning_bert.model.heads import PairHead
@@ -81,26 +79,16 @@ class FinetuneConfig:
         check_range("finetune", "warmup_ratio", 0 <= self.warmup_ratio < 1, "in [0, 1)", self.warmup_ratio)
 
 
-def load_config(overrides: Sequence[str] = ()) -> FinetuneConfig:
-    """Defaults <- `key=value` overrides (train.py's conventions). Raises ConfigError (one line)."""
-    experiment, dotlist = parse_overrides(overrides)
-    if experiment is not None:
-        raise ConfigError("fine-tuning has no experiments; the pretraining config comes from the checkpoint")
-    dotlist = [f"tasks=[{item[6:]}]" if item.startswith("tasks=") and not item.startswith("tasks=[") else item
-               for item in dotlist]  # `tasks=sst2` means one task
-    try:
-        cfg = OmegaConf.merge(OmegaConf.structured(FinetuneConfig), OmegaConf.from_dotlist(dotlist))
-        result: FinetuneConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]  # runs __post_init__
-    except OmegaConfBaseException as err:
-        key, msg = getattr(err, "full_key", None) or "", str(err).splitlines()[0]
-        if isinstance(err, ConfigKeyError) or "not in" in msg:
-            allowed = ", ".join(f.name for f in dataclasses.fields(FinetuneConfig))
-            raise ConfigError(f"unknown finetune key '{key or msg}'; allowed: {allowed}") from None
-        kind = "bad value for" if isinstance(err, ValidationError) else "bad config"
-        raise ConfigError(f"{kind} '{key}': {msg}") from None
-    if not result.ckpt:
+def load_config(argv: Sequence[str] = ()) -> FinetuneConfig:
+    """Defaults <- `key=value` / `--key value` items (the first bare item is ckpt), through the CLI's one parser.
+
+    Raises UserError (one line)."""
+    from lightning_bert.cli import parse
+
+    cfg, _ = parse(FinetuneConfig, argv, positional=("ckpt",), section="finetune")
+    if not cfg.ckpt:
         raise ConfigError("ckpt=PATH is required (a pretraining checkpoint, e.g. runs/NAME/checkpoints/last.ckpt)")
-    return result
+    return cfg
 
 
 def pretrained_pooler(ckpt_path: str | Path) -> Optional[dict[str, Tensor]]:
@@ -308,12 +296,10 @@ def format_table(out: dict[str, Any]) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from lightning_bert.cli import describe_schema, parse, run_main
+    from lightning_bert.cli import describe_schema, run_main
 
     def body(args: list[str]) -> int:
-        cfg, _ = parse(FinetuneConfig, args, positional=("ckpt",), section="finetune")
-        if not cfg.ckpt:
-            raise ConfigError("ckpt=PATH is required (a pretraining checkpoint, e.g. runs/NAME/checkpoints/last.ckpt)")
+        cfg = load_config(args)
         out = run(cfg)
         print(format_table(out))
         if cfg.output:

@@ -50,10 +50,11 @@ def test_load_config_defaults_and_overrides() -> None:
     (["ckpt=a", "seeds=0"], "finetune.seeds=0 is out of range"),
     (["ckpt=a", "lr=fast"], "bad value for 'lr'"),
     (["tasks=sst2"], "ckpt=PATH is required"),
-    (["ckpt"], "not key=value"),
+    (["a.ckpt", "b.ckpt"], "unexpected argument 'b.ckpt'"),
+    (["experiment=bert", "ckpt=a"], "unknown finetune key 'experiment'"),
 ])
 def test_config_errors_are_one_line(overrides: list[str], message: str) -> None:
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(UserError) as err:
         load_config(overrides)
     assert message in str(err.value) and "\n" not in str(err.value)
 
