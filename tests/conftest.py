@@ -1,4 +1,5 @@
 """Shared pytest fixtures."""
+import socket
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,13 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.fail(f"shared data not found at {SHARED_DATA}: the tests run on real slices of it")
     return SHARED_DATA
+
+
+def free_port() -> int:
+    """A loopback port nothing holds now: a fixed rendezvous port fails the run whenever another job has it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 REPO = Path(__file__).resolve().parents[1]

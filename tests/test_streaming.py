@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from conftest import SHARED_DATA, TINY
+from conftest import SHARED_DATA, TINY, free_port
 
 from lightning_bert.config import ConfigError, load
 from lightning_bert.data.corpus import read_documents
@@ -84,7 +84,7 @@ def _rank(rank: int, world: int, overrides: list[str], out: str, port: int) -> N
 
 def test_two_ranks_read_disjoint_shards_and_resume_mid_epoch(bucket: Path, tmp_path: Path) -> None:
     out = tmp_path / "result.json"
-    port = 29500 + os.getpid() % 1000
+    port = free_port()
     mp.spawn(_rank, args=(2, _overrides(bucket, tmp_path), str(out), port), nprocs=2, join=True)
     ranks = json.loads(out.read_text())["ranks"]
     as_tuples = [{tuple(row) for row in rows} for rows in ranks]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import REPO, free_port
 
 
 def train(overrides: list[str], env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -267,8 +267,9 @@ def test_torchrun_two_nodes_agree_and_match_one_process(tiny_overrides: list[str
                               "trainer.accelerator=cpu", "trainer.max_steps=3"]
     nodes = [exact + ["trainer.batch_size=4", "trainer.num_nodes=2", "trainer.strategy=ddp"]]
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    port = free_port()
     procs = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
-                               f"--node_rank={rank}", "--master_addr=127.0.0.1", "--master_port=29531",
+                               f"--node_rank={rank}", "--master_addr=127.0.0.1", f"--master_port={port}",
                                "train.py", *nodes[0]], cwd=REPO, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
     outputs = [p.communicate(timeout=300) for p in procs]
