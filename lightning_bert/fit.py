@@ -30,6 +30,11 @@ log = logging.getLogger(__name__)
 # With OnExceptionCheckpoint, Lightning reads fit(ckpt_path=None) as "last" and warns; resume_checkpoint() decides.
 warnings.filterwarnings("ignore", message=r".*\(ckpt_path=None\)` was called without a model")
 warnings.filterwarnings("ignore", message=r".*ckpt_path=\"last\"\) is set, but there is no last checkpoint")
+# The sampler's position travels in the datamodule's state_dict (resume is exact, tests/test_train.py), which
+# Lightning's check for a resumable DataLoader does not see.
+warnings.filterwarnings("ignore", message=r".*your dataloader is not resumable")
+# Checkpoints are written between steps, after the optimizer step they belong to: that is the state to resume.
+warnings.filterwarnings("ignore", message=r".*manual optimization and every_n_train_steps, but no pre-optimization")
 WANDB_ID_FILE = "wandb_id.txt"
 
 

@@ -5,7 +5,8 @@
 Suggestions come from the `sweeps` package (the grid/random/bayes code W&B runs); each trial
 runs the YAML's `command` as `wandb agent` would build it, with LIGHTNING_BERT_RUN_DIR set to
 <dir>/runs/<trial id>. Trial states live in <dir>/sweep_state.json, written atomically, so a
-restarted sweep resumes where it stopped and never runs a trial twice.
+restarted sweep resumes where it stopped: a trial the stop interrupted continues from its last
+checkpoint (run.resume=auto, same run directory and W&B run), and no grid point runs twice.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from lightning_bert.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STATE_FILE = "sweep_state.json"
+INTERRUPTED = "interrupted"  # its controller stopped mid-trial: the next start resumes it (run.resume=auto)
 METHODS = ("grid", "random", "bayes")
 DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
 MACROS = ("env", "interpreter", "program", "args", "args_no_hyphens", "args_json")
@@ -208,17 +210,18 @@ def _load_state(sweep_dir: Path, spec: dict[str, Any], name: str, echo: Callable
     if state.get("parameters") != spec["parameters"] or state.get("method") != spec["method"]:
         raise SweepError(f"{sweep_dir} holds a sweep with other parameters or method; pass --dir for a new one")
     for trial in state["trials"]:
-        if trial["state"] == "running":  # its controller was killed: keep the record, never re-run it
+        if trial["state"] in ("running", "crashed"):  # its controller was stopped ("crashed": older state files)
             summary = _read_summary(sweep_dir / "runs" / trial["id"])
             done = summary.get("status") == "finished"
-            trial.update(state="finished" if done else "crashed", metrics=summary.get("metrics", {}))
+            trial.update(state="finished" if done else INTERRUPTED, metrics=summary.get("metrics", {}))
             echo(f"trial {trial['index']} {trial['id']} was left running by a stopped controller: "
-                 + ("its run had finished, kept" if done else "marked crashed, not re-run"))
+                 + ("its run had finished, kept" if done else "it resumes from its last checkpoint"))
     _save_state(sweep_dir, state)
     return state
 
 
-def _run_trial(trial: dict[str, Any], cmd: list[str], sweep_dir: Path, name: str, tags: list[str]) -> None:
+def _run_trial(trial: dict[str, Any], cmd: list[str], sweep_dir: Path, name: str, tags: list[str],
+               resume: bool = False) -> None:
     run_dir = (sweep_dir / "runs" / trial["id"]).resolve()
     log = sweep_dir / "logs" / f"{trial['id']}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -226,11 +229,11 @@ def _run_trial(trial: dict[str, Any], cmd: list[str], sweep_dir: Path, name: str
            "WANDB_RUN_ID": trial["id"], "LIGHTNING_BERT_TAGS": ",".join(tags)}
     env.setdefault("WANDB_MODE", "offline")
     start = time.time()
-    with open(log, "w") as fh:
+    with open(log, "a" if resume else "w") as fh:  # a resumed trial's log keeps its first part
         proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT)
         try:
             code = proc.wait()
-        except BaseException:  # Ctrl-C / SIGTERM: stop the trial too; it stays "running" -> crashed
+        except BaseException:  # Ctrl-C / SIGTERM: stop the trial too; it stays "running" -> resumed next start
             proc.terminate()
             try:
                 proc.wait(timeout=30)
@@ -258,6 +261,14 @@ def _run_trials(spec: dict[str, Any], state: dict[str, Any], total: int, program
     sweeps = _sweeps()
     metric = (spec.get("metric") or {}).get("name", "val/loss")
     shown = varied_keys(spec["parameters"])
+    for trial in state["trials"]:  # first finish what a stopped controller left: same run dir, same W&B run
+        if trial["state"] == INTERRUPTED:
+            trial.update(state="running", resumed=trial.get("resumed", 0) + 1)
+            _save_state(sweep_dir, state)
+            _run_trial(trial, build_command(spec, program, {**trial["params"], "run.resume": "auto"}), sweep_dir,
+                       state["name"], [override(k, trial["params"][k]) for k in shown], resume=True)
+            _save_state(sweep_dir, state)
+            echo(_progress(trial, total, shown, metric))
     while len(state["trials"]) < total:
         done = [sweeps.SweepRun(name=t["id"], state=t["state"], summary_metrics=t.get("metrics", {}),
                                 config={k: {"value": v} for k, v in t["params"].items()}) for t in state["trials"]]
@@ -318,7 +329,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         except KeyboardInterrupt:
             print("interrupted: the running trial was stopped; rerun the same command to resume", file=sys.stderr)
             return 130
-        counts = {s: sum(t["state"] == s for t in state["trials"]) for s in ("finished", "failed", "crashed")}
+        counts = {s: sum(t["state"] == s for t in state["trials"]) for s in ("finished", "failed", INTERRUPTED)}
         sweep_dir = sweep_directory(sweep_file, opts.dir)
         print(f"sweep {state['name']}: " + ", ".join(f"{n} {s}" for s, n in counts.items()), flush=True)
         print(f"sweep directory: {sweep_dir}\nreport: python -m lightning_bert.report {shlex.quote(str(sweep_dir))}",

@@ -112,7 +112,8 @@ def test_bayes_is_fed_finished_metrics(tmp_path: Path, calls_file: Path) -> None
     assert all("val/mlm_loss" in t["metrics"] for t in state["trials"])
 
 
-def test_killed_controller_resumes_without_rerunning_or_losing_a_trial(tmp_path: Path, calls_file: Path) -> None:
+def test_killed_controller_resumes_the_interrupted_trial_and_loses_no_grid_point(tmp_path: Path,
+                                                                                 calls_file: Path) -> None:
     path = write_sweep(tmp_path, {"run.seed": {"values": [1, 2, 3, 4]}})
     out, state_file = tmp_path / "out", tmp_path / "out" / sweep.STATE_FILE
     cmd = [sys.executable, "-m", "lightning_bert.sweep", str(path), "--dir", str(out)]
@@ -128,12 +129,15 @@ def test_killed_controller_resumes_without_rerunning_or_losing_a_trial(tmp_path:
     proc.wait()
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert "trial 2 " in done.stdout and "marked crashed, not re-run" in done.stdout
+    assert "trial 2 " in done.stdout and "resumes from its last checkpoint" in done.stdout
     trials = json.loads(state_file.read_text())["trials"]
-    assert [t["state"] for t in trials] == ["finished", "crashed", "finished", "finished"]
-    assert sorted(t["params"]["run.seed"] for t in trials) == [1, 2, 3, 4]  # none lost
-    seeds = [pick(c["args"], "run.seed")[0] for c in calls(calls_file)]
-    assert sorted(seeds) == ["run.seed=1", "run.seed=2", "run.seed=3", "run.seed=4"]  # none twice
+    assert [t["state"] for t in trials] == ["finished"] * 4 and trials[1]["resumed"] == 1
+    assert [t["params"]["run.seed"] for t in trials] == [1, 2, 3, 4]  # the grid point kept its trial
+    runs = [(pick(c["args"], "run.seed", "run.resume"), Path(c["run_dir"]).name) for c in calls(calls_file)]
+    assert runs == [(("run.seed=1",), trials[0]["id"]), (("run.seed=2",), trials[1]["id"]),
+                    (("run.seed=2", "run.resume=auto"), trials[1]["id"]),  # same run directory, resumed
+                    (("run.seed=3",), trials[2]["id"]), (("run.seed=4",), trials[3]["id"])]
+    assert calls(calls_file)[2]["env"]["WANDB_RUN_ID"] == trials[1]["id"]  # and the same W&B run
 
 
 def test_build_command_expands_agent_macros(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
