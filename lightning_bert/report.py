@@ -14,6 +14,7 @@ import csv
 import html
 import itertools
 import json
+import math
 import re
 import statistics
 import sys
@@ -183,7 +184,7 @@ def tokenizers_differ(groups: dict[str, list[RunRecord]]) -> bool:
     return any(not _same(r.config.get(k) for r in runs) for k in TOKENIZER_KEYS)
 
 
-def metric_names(records: Iterable[RunRecord]) -> list[str]:
+def all_metric_names(records: Iterable[RunRecord]) -> list[str]:
     """Held-out metrics only (eval/, val/, probe/, glue/, sts/), the canonical eval/mlm_loss first; a
     probe's interval and counts go beside its accuracy, not in columns of their own."""
     names = {k for r in records for k, v in r.metrics.items()
@@ -191,6 +192,30 @@ def metric_names(records: Iterable[RunRecord]) -> list[str]:
     rank = {n: (CANONICAL.index(n) if n in CANONICAL else len(CANONICAL),
                 next(i for i, p in enumerate(METRIC_ORDER) if n.startswith(p)), n) for n in names}
     return sorted(names, key=rank.__getitem__)
+
+
+def metric_names(records: Iterable[RunRecord]) -> list[str]:
+    """all_metric_names without the copies (metric_copies): each number once."""
+    records = list(records)
+    ordered = all_metric_names(records)
+    copies = metric_copies(records, ordered)
+    return [n for n in ordered if n not in copies]
+
+
+def metric_copies(records: Iterable[RunRecord], names: list[str]) -> dict[str, str]:
+    """{copy: original} for metrics that equal an earlier one in every run (e.g. sts/mean_norm/* = sts/mean/*:
+    cosine ignores length), so tables and plots show each number once."""
+    records = list(records)
+    copies: dict[str, str] = {}
+    for i, name in enumerate(names):
+        for original in names[:i]:
+            if original not in copies and all(
+                    (name in r.metrics) == (original in r.metrics)
+                    and math.isclose(r.metrics.get(name, 0.0), r.metrics.get(original, 0.0), rel_tol=1e-9, abs_tol=1e-12)
+                    for r in records):
+                copies[name] = original
+                break
+    return copies
 
 
 def is_headline(metric: str) -> bool:
@@ -439,7 +464,11 @@ def write_report(records: list[RunRecord], out_dir: Path, title: str) -> Path:
     if tokenizers_differ(groups):
         notes.append("† The variants use different tokenizers: per-token losses are not comparable. "
                      "Rank them by eval/mlm_loss_per_char (summed loss over masked tokens per character they cover).")
-    metrics = metric_names(r for runs in groups.values() for r in runs)
+    every_run = [r for runs in groups.values() for r in runs]
+    metrics = metric_names(every_run)
+    copies = metric_copies(every_run, all_metric_names(every_run))
+    if copies:
+        notes.append("Shown once, equal in every run: " + ", ".join(f"{c} = {o}" for c, o in copies.items()) + ".")
     plots = [p for p in (
         plot_curves(groups, out_dir / "mlm_loss_vs_tokens.png"),
         plot_points(groups, [m for m in metrics if m.startswith(("eval/", "val/"))], out_dir / "final_metrics.png",
@@ -449,7 +478,7 @@ def write_report(records: list[RunRecord], out_dir: Path, title: str) -> Path:
         plot_points(groups, [m for m in metrics if m.startswith(("glue/", "sts/"))], out_dir / "downstream.png",
                     "downstream metrics, mean ± std over seeds"),
     ) if p is not None]
-    md = [f"# {title}", "", note, "", *notes, "", *_md_table(header, rows), ""]
+    md = [f"# {title}", "", note, "", *itertools.chain.from_iterable((n, "") for n in notes), *_md_table(header, rows), ""]
     if cmp_header[1:]:
         md += ["## Differences between variants (Welch's t-test over seeds)", "", *_md_table(cmp_header, cmp_rows), ""]
     if other_header[2:]:

@@ -136,6 +136,19 @@ def test_unfinished_runs_are_counted_not_tabled_and_plots_handle_uneven_curves(t
     assert page.read_text().count("data:image/png;base64,") == 2
 
 
+def test_a_metric_equal_to_another_in_every_run_is_shown_once(tmp_path: Path) -> None:
+    runs = [record("a", 1, 3.0, **{"masking.mode": "static"}), record("b", 1, 4.0, **{"masking.mode": "dynamic"})]
+    for r, rho in zip(runs, (0.3, 0.5)):  # cosine ignores length: the _norm rows copy the plain ones
+        r.metrics.update({"sts/mean/spearman": rho, "sts/mean_norm/spearman": rho, "val/loss": r.metrics["val/mlm_loss"]})
+    runs[1].metrics["val/loss"] += 0.5  # equal in one run only: a number of its own
+    report.write_report(runs, tmp_path, "t")
+    md = (tmp_path / "report.md").read_text()
+    other = table(md, OTHER)["masking.mode=dynamic"]
+    assert "sts/mean/spearman" in other and "sts/mean_norm/spearman" not in other
+    assert "val/loss" in other and "val/mlm_loss" in other
+    assert "Shown once, equal in every run: sts/mean_norm/spearman = sts/mean/spearman." in md
+
+
 def test_wandb_summary_forms_are_split_into_final_and_best() -> None:
     final, best = report._split_summary({"_runtime": 3, "val/loss": 2.0, "best/val/loss": 1.5,
                                          "val/mlm_loss": {"min": 1.0, "last": 1.2}, "tokens_seen": 64,
