@@ -24,6 +24,9 @@ def on_train_batch_end(self, outputs, batch, batch_idx):  # noqa: ANN001, ANN202
 
 
 PretrainModule.on_train_batch_end = on_train_batch_end
+# A job started in the background by a non-interactive shell (`cmd &`, as CI runners may) inherits SIGINT
+# ignored, and Python then installs no KeyboardInterrupt handler: restore the terminal's Ctrl-C.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 if __name__ == "__main__":
     from lightning_bert.cli import train_main
