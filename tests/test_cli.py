@@ -34,7 +34,16 @@ def test_every_command_help_lists_keys_with_defaults_and_comments(command: str) 
         assert len(line.split(key, 1)[1].strip()) > 3  # its one-line comment follows
 
 
-def test_every_command_bad_input_is_one_line_exit_2(tmp_path: Path) -> None:
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    """cli.main in this process (a subprocess per case cost ~3 s of imports each): exit code and stderr."""
+    from lightning_bert import cli as one_cli
+
+    capsys.readouterr()
+    code = one_cli.main(list(args))
+    return code, capsys.readouterr().err
+
+
+def test_every_command_bad_input_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = str(tmp_path / "missing.ckpt")
     cases = {
         "train": (["model.bogus=1"], "model.bogus"),
@@ -47,14 +56,19 @@ def test_every_command_bad_input_is_one_line_exit_2(tmp_path: Path) -> None:
         "export": ([missing, str(tmp_path / "out")], "missing.ckpt"),
     }
     for command, (args, needle) in cases.items():
-        proc = cli(command, *args)
-        lines = proc.stderr.strip().splitlines()
-        assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), (command, proc.stderr)
+        code, err = run_cli(capsys, command, *args)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (command, err)
         assert needle in lines[0], (command, lines[0])
     for args, needle in ((["export", missing, "--bogus"], "--bogus"), (["sbert", "loss=hinge"], "loss"),
                          (["finetune", "ckpt=x", "seeds=0"], "seeds"), (["nope"], "unknown command")):
+        code, err = run_cli(capsys, *args)
+        assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+    # and as a process: nothing else reaches stderr on the way (import warnings, a traceback)
+    for args, needle in ((["train", "model.bogus=1"], "model.bogus"), (["export", missing, str(tmp_path / "o")], "missing")):
         proc = cli(*args)
-        assert proc.returncode == 2 and needle in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert proc.returncode == 2 and proc.stderr.startswith("error: ") and needle in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
 def test_console_script_points_at_the_one_cli() -> None:

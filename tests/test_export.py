@@ -141,18 +141,25 @@ def test_sentence_transformers_encode_equals_our_pooled_embeddings(pooling: str,
     torch.testing.assert_close(got.cpu(), expected, atol=1e-5, rtol=0)
 
 
-def test_bad_input_exits_2_with_one_line(tmp_path: Path, shared_data: Path) -> None:
-    missing = export(tmp_path / "nope.ckpt", tmp_path / "a")
+def test_bad_input_exits_2_with_one_line(tmp_path: Path, shared_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lightning_bert.export import main as export_main
+
+    def export_here(ckpt: Path, out: Path) -> tuple[int, str]:  # in this process: a subprocess costs ~5 s of imports
+        capsys.readouterr()
+        return export_main([str(ckpt), str(out)]), capsys.readouterr().err
+
+    missing = export_here(tmp_path / "nope.ckpt", tmp_path / "a")
     corrupt_path = tmp_path / "corrupt.ckpt"
     corrupt_path.write_bytes(b"\x80not a pickle")
-    corrupt = export(corrupt_path, tmp_path / "b")
+    corrupt = export_here(corrupt_path, tmp_path / "b")
     ckpt = make_checkpoint(tmp_path, shared_data, [])
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("x")
-    non_empty = export(ckpt, tmp_path / "full")
-    for proc, needle in ((missing, "not found"), (corrupt, "cannot read"), (non_empty, "--overwrite")):
-        assert proc.returncode == 2 and needle in proc.stderr, proc.stderr
-        assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("error: ")
+    non_empty = export(ckpt, tmp_path / "full")  # one as a process: nothing else reaches stderr on the way
+    for (code, err), needle in ((missing, "not found"), (corrupt, "cannot read"),
+                                ((non_empty.returncode, non_empty.stderr), "--overwrite")):
+        assert code == 2 and needle in err, err
+        assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")
     assert (tmp_path / "full" / "keep.txt").is_file()  # nothing overwritten
     assert export(ckpt, tmp_path / "full", "--overwrite").returncode == 0
     assert not (tmp_path / "full" / "keep.txt").exists()
