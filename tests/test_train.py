@@ -96,15 +96,17 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tiny_overrides: list[str
     assert metric_rows(cut) == metric_rows(whole)
 
 
-def test_resume_guards(tiny_overrides: list[str], tmp_path: Path) -> None:
+def test_resume_guards(tiny_overrides: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lightning_bert.cli import train_main
+
     overrides = tiny_overrides + ["run.name=g", "eval.probes=false"]
     train(overrides)
-    for change in (["trainer.max_steps=9"], ["objective.sentence=nsp"]):
-        proc = subprocess.run([sys.executable, "train.py", *overrides, *change, "run.resume=auto"], cwd=REPO,
-                              capture_output=True, text=True, timeout=120)
+    for change in (["trainer.max_steps=9"], ["objective.sentence=nsp"]):  # refused before training: in-process
+        capsys.readouterr()
+        code, err = train_main([*overrides, *change, "run.resume=auto"]), capsys.readouterr().err
         key = change[0].split("=")[0]
-        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr[-2000:]
-        assert key in proc.stderr and "run.resume_force=true" in proc.stderr
+        assert code == 2 and len(err.strip().splitlines()) == 1, err[-2000:]
+        assert key in err and "run.resume_force=true" in err
     forced = train(overrides + ["trainer.max_steps=6", "run.resume=auto", "run.resume_force=true"])
     assert json.loads((tmp_path / "runs" / "g" / "summary.json").read_text())["global_step"] == 6, forced.stderr
     # resume=auto without run.name continues the newest run of the same experiment only
