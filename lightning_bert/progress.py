@@ -8,7 +8,6 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.callbacks.progress.rich_progress import _RICH_AVAILABLE, RichProgressBar
 
 
-
 def train_description(epoch: int) -> str:
     return f"pretraining, epoch {epoch}"
 

@@ -465,8 +465,9 @@ def write_report(records: list[RunRecord], out_dir: Path, title: str) -> Path:
         notes.append("† The variants use different tokenizers: per-token losses are not comparable. "
                      "Rank them by eval/mlm_loss_per_char (summed loss over masked tokens per character they cover).")
     every_run = [r for runs in groups.values() for r in runs]
-    metrics = metric_names(every_run)
-    copies = metric_copies(every_run, all_metric_names(every_run))
+    names = all_metric_names(every_run)
+    copies = metric_copies(every_run, names)
+    metrics = [n for n in names if n not in copies]  # metric_names(), with the copies kept for the note
     if copies:
         notes.append("Shown once, equal in every run: " + ", ".join(f"{c} = {o}" for c, o in copies.items()) + ".")
     plots = [p for p in (

@@ -261,14 +261,20 @@ def _run_trials(spec: dict[str, Any], state: dict[str, Any], total: int, program
     sweeps = _sweeps()
     metric = (spec.get("metric") or {}).get("name", "val/loss")
     shown = varied_keys(spec["parameters"])
+
+    def execute(trial: dict[str, Any], resume: bool = False) -> None:
+        """Run one trial with its state saved before and after; a resumed one continues its run directory."""
+        _save_state(sweep_dir, state)
+        params = {**trial["params"], "run.resume": "auto"} if resume else trial["params"]
+        _run_trial(trial, build_command(spec, program, params), sweep_dir, state["name"],
+                   [override(k, trial["params"][k]) for k in shown], resume=resume)
+        _save_state(sweep_dir, state)
+        echo(_progress(trial, total, shown, metric))
+
     for trial in state["trials"]:  # first finish what a stopped controller left: same run dir, same W&B run
         if trial["state"] == INTERRUPTED:
             trial.update(state="running", resumed=trial.get("resumed", 0) + 1)
-            _save_state(sweep_dir, state)
-            _run_trial(trial, build_command(spec, program, {**trial["params"], "run.resume": "auto"}), sweep_dir,
-                       state["name"], [override(k, trial["params"][k]) for k in shown], resume=True)
-            _save_state(sweep_dir, state)
-            echo(_progress(trial, total, shown, metric))
+            execute(trial, resume=True)
     while len(state["trials"]) < total:
         done = [sweeps.SweepRun(name=t["id"], state=t["state"], summary_metrics=t.get("metrics", {}),
                                 config={k: {"value": v} for k, v in t["params"].items()}) for t in state["trials"]]
@@ -280,11 +286,7 @@ def _run_trials(spec: dict[str, Any], state: dict[str, Any], total: int, program
         trial = {"index": index, "id": f"trial{index:03d}-{secrets.token_hex(3)}", "params": params,
                  "state": "running", "started_at": time.time()}
         state["trials"].append(trial)
-        _save_state(sweep_dir, state)
-        tags = [override(k, params[k]) for k in shown]
-        _run_trial(trial, build_command(spec, program, params), sweep_dir, state["name"], tags)
-        _save_state(sweep_dir, state)
-        echo(_progress(trial, total, shown, metric))
+        execute(trial)
 
 
 def sweep_directory(sweep_file: str | Path, out_dir: Optional[str | Path] = None) -> Path:
