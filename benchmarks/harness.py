@@ -68,6 +68,6 @@ def alternate(make: Maker, data: list[dict[str, torch.Tensor]], names: list[str]
     for round_ in range(rounds):
         for name, (_, loss_fn) in models.items():
             tokens_per_sec = train_steps(loss_fn, optimizers[name], data, device)
-            if round_ > 0:
+            if round_ > 0 or rounds == 1:  # round 0 warms up, unless it is the only one
                 speeds[name].append(tokens_per_sec)
     return {name: statistics.median(values) for name, values in speeds.items()}
