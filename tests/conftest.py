@@ -1,6 +1,7 @@
 """Shared pytest fixtures."""
 import socket
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -21,6 +22,13 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def call_main(capsys: pytest.CaptureFixture[str], main: Callable[[list[str]], int], argv: list[str]) -> tuple[int, str]:
+    """A command's main() in this process (a subprocess pays seconds of torch imports): exit code, stderr."""
+    capsys.readouterr()
+    code = main(argv)
+    return code, capsys.readouterr().err
 
 
 REPO = Path(__file__).resolve().parents[1]

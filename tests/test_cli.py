@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TINY
+from conftest import REPO, TINY, call_main
 
 HF_PACKAGES = ("transformers", "safetensors", "sentence_transformers")
 
@@ -35,12 +35,9 @@ def test_every_command_help_lists_keys_with_defaults_and_comments(command: str) 
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    """cli.main in this process (a subprocess per case cost ~3 s of imports each): exit code and stderr."""
     from lightning_bert import cli as one_cli
 
-    capsys.readouterr()
-    code = one_cli.main(list(args))
-    return code, capsys.readouterr().err
+    return call_main(capsys, one_cli.main, list(args))
 
 
 def test_every_command_bad_input_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, TINY
+from conftest import REPO, TINY, call_main
 
 transformers = pytest.importorskip("transformers")
 
@@ -144,9 +144,8 @@ def test_sentence_transformers_encode_equals_our_pooled_embeddings(pooling: str,
 def test_bad_input_exits_2_with_one_line(tmp_path: Path, shared_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from lightning_bert.export import main as export_main
 
-    def export_here(ckpt: Path, out: Path) -> tuple[int, str]:  # in this process: a subprocess costs ~5 s of imports
-        capsys.readouterr()
-        return export_main([str(ckpt), str(out)]), capsys.readouterr().err
+    def export_here(ckpt: Path, out: Path) -> tuple[int, str]:
+        return call_main(capsys, export_main, [str(ckpt), str(out)])
 
     missing = export_here(tmp_path / "nope.ckpt", tmp_path / "a")
     corrupt_path = tmp_path / "corrupt.ckpt"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, TINY
+from conftest import REPO, TINY, call_main
 from test_export import batch_for, export, make_checkpoint, ours, real_sentences
 
 transformers = pytest.importorskip("transformers")
@@ -165,8 +165,7 @@ def test_bad_directories_and_contradicting_overrides_exit_2(tmp_path: Path, shar
     from lightning_bert.cli import train_main
 
     for override, needle in cases:  # in this process: a subprocess each cost seconds of imports
-        capsys.readouterr()
-        code, err = train_main(base + [override]), capsys.readouterr().err
+        code, err = call_main(capsys, train_main, base + [override])
         assert code == 2 and needle in err, err[-1000:]
         assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")
     from lightning_bert.config import load

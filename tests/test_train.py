@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, free_port
+from conftest import REPO, call_main, free_port
 
 
 def train(overrides: list[str], env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -102,8 +102,7 @@ def test_resume_guards(tiny_overrides: list[str], tmp_path: Path, capsys: pytest
     overrides = tiny_overrides + ["run.name=g", "eval.probes=false"]
     train(overrides)
     for change in (["trainer.max_steps=9"], ["objective.sentence=nsp"]):  # refused before training: in-process
-        capsys.readouterr()
-        code, err = train_main([*overrides, *change, "run.resume=auto"]), capsys.readouterr().err
+        code, err = call_main(capsys, train_main, [*overrides, *change, "run.resume=auto"])
         key = change[0].split("=")[0]
         assert code == 2 and len(err.strip().splitlines()) == 1, err[-2000:]
         assert key in err and "run.resume_force=true" in err
