@@ -69,7 +69,7 @@ def parity(ckpt: Path, out: Path) -> tuple[str, dict[str, float]]:
     arch = transformers.AutoConfig.from_pretrained(out).architectures[0]
     model = getattr(transformers, arch).from_pretrained(out).eval()
     texts = sentences()
-    pairs = ours.cfg.objective.get("sentence", "none") != "none"
+    pairs = ours.cfg.objective.sentence != "none"
     batch = collate(encode(Tokenizer.from_str(raw["tokenizer"]),
                            [(a, b if pairs else None, 0) for a, b in zip(texts, texts[1:] + texts[:1])], 512))
     theirs_in = transformers.AutoTokenizer.from_pretrained(out)(

@@ -9,18 +9,22 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from omegaconf import DictConfig
+from lightning_utilities.core.apply_func import apply_to_collection
+from omegaconf import OmegaConf
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightning_bert import config as schema
 from lightning_bert.checkpoint import encoder_config
-from lightning_bert.errors import Diverged
+from lightning_bert.errors import Diverged, UserError
 from lightning_bert.flops import device_peak_flops, training_flops_per_token
 from lightning_bert.model.encoder import BertEncoder
-from lightning_bert.objectives import build_objectives
+from lightning_bert.objectives import MicroBatch, Objective, build_objectives, check_batch, encoder_mask
 
 log = logging.getLogger(__name__)
+
+OBJECTIVE_STATE = "objective_state"  # checkpoint key: per rank, {objective name: its step_state()}
 
 
 def lr_lambda(warmup: int, total: int, schedule: str, min_ratio: float):
@@ -38,19 +42,14 @@ def lr_lambda(warmup: int, total: int, schedule: str, min_ratio: float):
     return factor
 
 
-def split_batch(batch: dict[str, Tensor], size: int) -> list[dict[str, Tensor]]:
-    """One optimizer step's batch -> micro-batches of `size` examples. A micro-batch without padding
-    loses its attention_mask, so the encoder takes the fastest attention kernel without asking the
-    device (one host sync per step here instead of one per micro-batch in the encoder)."""
+def split_batch(batch: dict[str, Tensor], size: int) -> list[MicroBatch]:
+    """One optimizer step's batch -> micro-batches of `size` examples, each knowing whether it holds
+    padding: the encoder then skips the mask of an unpadded one and takes the fastest attention kernel
+    without asking the device (one host sync per step here instead of one per micro-batch in the encoder)."""
     count = len(batch["input_ids"])
     padded = (batch["attention_mask"] == 0).any(dim=1).tolist()
-    parts = []
-    for i in range(0, count, size):
-        part = {k: v[i:i + size] for k, v in batch.items()}
-        if not any(padded[i:i + size]):
-            del part["attention_mask"]
-        parts.append(part)
-    return parts
+    return [MicroBatch({k: v[i:i + size] for k, v in batch.items()}, unpadded=not any(padded[i:i + size]))
+            for i in range(0, count, size)]
 
 
 class PretrainModule(pl.LightningModule):
@@ -62,12 +61,12 @@ class PretrainModule(pl.LightningModule):
     def __init__(self, config: dict[str, Any], vocab_size: int, tokenizer_json: str | None = None):
         super().__init__()
         self.save_hyperparameters(ignore=["tokenizer_json"])
-        cfg = DictConfig(config)
-        self.cfg = cfg
+        validated = schema.load(base=config)  # keys an older checkpoint predates take the schema's defaults
+        self.cfg: schema.Config = OmegaConf.to_object(validated)  # type: ignore[assignment]
         self.automatic_optimization = False
         self.tokenizer_json = tokenizer_json
-        self.encoder = BertEncoder(encoder_config(cfg, vocab_size))
-        self.objectives = build_objectives(cfg, self.encoder)
+        self.encoder = BertEncoder(encoder_config(validated, vocab_size))
+        self.objectives = build_objectives(self.cfg, self.encoder)
         self.val_metrics = self._stage_metrics()
         self.eval_metrics = nn.ModuleDict({"loss": MeanMetric(), "loss_per_char": MeanMetric(),
                                            "acc": MulticlassAccuracy(vocab_size, average="micro", validate_args=False)})
@@ -86,15 +85,17 @@ class PretrainModule(pl.LightningModule):
         return nn.ModuleDict(metrics)
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
-        return self.encoder(batch["input_ids"], batch.get("token_type_ids"), batch.get("attention_mask"))
+        return self.encoder(batch["input_ids"], batch.get("token_type_ids"), encoder_mask(batch))
 
-    def encode(self, batch: dict[str, Tensor]) -> tuple[Tensor | None, list[Tensor] | None]:
-        """(last hidden states, every layer's output) as the objectives need them: layers only for those
-        that re-run layers (EMD); nothing when every objective runs the encoder itself (PLM)."""
-        if all(o.runs_encoder for o in self.objectives.values()):
+    def encode(self, batch: dict[str, Tensor], among: list[Objective] | None = None
+               ) -> tuple[Tensor | None, list[Tensor] | None]:
+        """(last hidden states, every layer's output) as the objectives (default: all) need them: layers
+        only for those that re-run layers (EMD); nothing when each runs the encoder itself (PLM)."""
+        objectives = among if among is not None else list(self.objectives.values())
+        if all(o.runs_encoder for o in objectives):
             return None, None
-        if any(o.needs_layers for o in self.objectives.values()):
-            layers = self.encoder(batch["input_ids"], batch.get("token_type_ids"), batch.get("attention_mask"),
+        if any(o.needs_layers for o in objectives):
+            layers = self.encoder(batch["input_ids"], batch.get("token_type_ids"), encoder_mask(batch),
                                   output_layers=True)
             return layers[-1], layers
         return self(batch), None
@@ -118,6 +119,7 @@ class PretrainModule(pl.LightningModule):
         t = self.cfg.trainer
         # Dropout draws are a function of (seed, step, rank), like masks: a resumed run repeats them.
         torch.manual_seed(hash((int(self.cfg.run.seed), self.global_step, self.global_rank)) % (2 ** 63))
+        check_batch(self.objectives.values(), batch, "the training data")
         micro = split_batch(batch, t.batch_size)
         denominators = self._denominators(micro)
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
@@ -162,7 +164,7 @@ class PretrainModule(pl.LightningModule):
         if not bool(bad > 0):
             return False
         self.skipped_steps += 1
-        if int(self.skipped_steps) <= int(self.cfg.trainer.get("skip_nonfinite", 0)):
+        if int(self.skipped_steps) <= self.cfg.trainer.skip_nonfinite:
             log.warning("step %d: non-finite loss or gradient, skipped (%d of %d allowed)", self.global_step,
                         int(self.skipped_steps), self.cfg.trainer.skip_nonfinite)
             return True
@@ -203,6 +205,7 @@ class PretrainModule(pl.LightningModule):
 
     # ---- validation -----------------------------------------------------------------------------
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        check_batch(self.objectives.values(), batch, "the validation data")
         for name, out in self._outputs(batch).items():
             self.val_metrics[f"{name}_acc"].update(out.preds, out.target)
             self.val_metrics[f"{name}_loss"].update(out.loss_sum / max(len(out.target), 1), weight=len(out.target))
@@ -222,18 +225,21 @@ class PretrainModule(pl.LightningModule):
         self.log("tokens_seen", self.tokens_seen.float(), sync_dist=True)  # the x axis of validation curves
 
     def _canonical_evaluation(self) -> None:
-        """eval/*: MLM on the fixed held-out set every variant shares (data/canonical.py), sharded over ranks."""
+        """eval/*: MLM on the fixed held-out set every variant shares (data/canonical.py), sharded over ranks,
+        scored by the objective that declares it can (none for PLM: such a run logs no eval/*)."""
         datamodule = getattr(self.trainer, "datamodule", None)
-        if "mlm" not in self.objectives or datamodule is None or datamodule.canonical_set is None:
+        scorer = next((o for o in self.objectives.values() if o.scores_canonical_mlm), None)
+        if scorer is None or datamodule is None or datamodule.canonical_set is None:
             return
         if self._canonical is None:
             self._canonical = list(datamodule.canonical_loader())
-        mlm, m = self.objectives["mlm"], self.eval_metrics
+        m = self.eval_metrics
         with torch.no_grad():
             for cpu_batch in self._canonical:
                 batch = {k: v.to(self.device) for k, v in cpu_batch.items()}
-                hidden, layers = self.encode(batch)
-                out = mlm(hidden, batch, layers)
+                check_batch([scorer], batch, "the canonical evaluation set")
+                hidden, layers = self.encode(batch, among=[scorer])
+                out = scorer.canonical_mlm(hidden, batch, layers)
                 count, chars = len(out.target), batch["mlm_chars"].sum()
                 if count == 0:
                     continue
@@ -248,12 +254,12 @@ class PretrainModule(pl.LightningModule):
         self._window_start = time.perf_counter()  # not counting data and model setup
         t = self.cfg.trainer
         self._flops_per_token = training_flops_per_token(self.cfg, self.encoder.config.vocab_size)
-        self._peak_flops = device_peak_flops(t.precision, t.get("peak_flops")) if self.device.type != "cpu" \
-            else t.get("peak_flops")
+        self._peak_flops = device_peak_flops(t.precision, t.peak_flops) if self.device.type != "cpu" \
+            else t.peak_flops
 
     def configure_model(self) -> None:
         """trainer.compile: torch.compile the encoder's layers (fewer, fused kernels on GPU)."""
-        if self.cfg.trainer.get("compile", False) and not getattr(self, "_compiled", False):
+        if self.cfg.trainer.compile and not getattr(self, "_compiled", False):
             self.encoder.compile()
             self._compiled = True
 
@@ -276,7 +282,31 @@ class PretrainModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["tokenizer"] = self.tokenizer_json  # a checkpoint is self-contained for fine-tuning
+        states = {name: o.step_state() for name, o in self.objectives.items()}
+        states = {name: state for name, state in states.items() if state is not None}
+        if states:  # every rank saves (Lightning dumps on all ranks and writes rank 0's): stateless runs skip this
+            checkpoint[OBJECTIVE_STATE] = self._every_rank(states)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.tokenizer_json = checkpoint.get("tokenizer", self.tokenizer_json)
+        saved = checkpoint.get(OBJECTIVE_STATE)  # absent from checkpoints of stateless runs
+        if saved is None:
+            return
+        world, rank = (self._trainer.world_size, self.global_rank) if self._trainer is not None else (1, 0)
+        if len(saved) != world:
+            raise UserError(f"the checkpoint holds per-step objective state of {len(saved)} ranks; resume it with "
+                            f"{len(saved)} processes, not {world}")
+        for name, state in saved[rank].items():
+            if name in self.objectives:
+                self.objectives[name].load_step_state(apply_to_collection(state, Tensor, lambda t: t.to(self.device)))
+
+    def _every_rank(self, states: dict[str, Any]) -> list[dict[str, Any]]:
+        """Each rank's objective states, by rank (CPU copies): each rank resumes its own."""
+        states = apply_to_collection(states, Tensor, lambda t: t.detach().cpu())
+        world = self._trainer.world_size if self._trainer is not None else 1
+        if world == 1:
+            return [states]
+        gathered: list[Any] = [None] * world
+        torch.distributed.all_gather_object(gathered, states)
+        return gathered
 
