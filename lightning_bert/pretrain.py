@@ -292,13 +292,16 @@ class PretrainModule(pl.LightningModule):
         saved = checkpoint.get(OBJECTIVE_STATE)  # absent from checkpoints of stateless runs
         if saved is None:
             return
-        world, rank = (self._trainer.world_size, self.global_rank) if self._trainer is not None else (1, 0)
-        if len(saved) != world:
+        if self._trainer is None:  # load_from_checkpoint for evaluation, not a resume: rank 0's state
+            mine = saved[0]
+        elif len(saved) != self._trainer.world_size:
             raise UserError(f"the checkpoint holds per-step objective state of {len(saved)} ranks; resume it with "
-                            f"{len(saved)} processes, not {world}")
-        for name, state in saved[rank].items():
-            if name in self.objectives:
-                self.objectives[name].load_step_state(apply_to_collection(state, Tensor, lambda t: t.to(self.device)))
+                            f"{len(saved)} processes, not {self._trainer.world_size}")
+        else:
+            mine = saved[self.global_rank]
+        for name, state in mine.items():
+            if name in self.objectives:  # resume_force may have dropped an objective
+                self.objectives[name].load_step_state(state)
 
     def _every_rank(self, states: dict[str, Any]) -> list[dict[str, Any]]:
         """Each rank's objective states, by rank (CPU copies): each rank resumes its own."""

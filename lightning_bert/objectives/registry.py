@@ -87,11 +87,13 @@ class Objective(nn.Module):
 
     def step_state(self) -> Optional[Any]:
         """State carried from one training step to the next (e.g. XLNet's memory), saved in the Lightning
-        checkpoint (one entry per rank) and handed back by load_step_state on resume. None = stateless."""
+        checkpoint (one entry per rank) and handed back by load_step_state on resume. None = stateless;
+        every rank answers alike (None on all or on none: saving gathers the ranks' states)."""
         return None
 
     def load_step_state(self, state: Any) -> None:
-        """Restore what step_state() returned (its tensors on the module's device)."""
+        """Restore what step_state() returned. Its tensors arrive on the CPU (Lightning restores before it
+        moves the module to its device): move them where they are used."""
         raise NotImplementedError(f"{type(self).__name__} saved step state but cannot load it")
 
     def forward(self, hidden: Optional[Tensor], batch: dict[str, Tensor],
