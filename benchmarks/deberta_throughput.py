@@ -52,9 +52,9 @@ def make_ours(device: str, emd: bool) -> tuple[torch.nn.Module, Callable]:
 def make_reference(device: str) -> tuple[torch.nn.Module, Callable]:
     from transformers import DebertaV2ForMaskedLM
 
-    from lightning_bert.hf.deberta import hf_config
+    from lightning_bert.hf.deberta import DebertaV2Adapter
 
-    model = DebertaV2ForMaskedLM(hf_config(encoder_config())).to(device)
+    model = DebertaV2ForMaskedLM(DebertaV2Adapter().hf_config(encoder_config())).to(device)
 
     def loss(batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return model(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],

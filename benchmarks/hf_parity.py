@@ -22,7 +22,7 @@ from lightning_bert.config import load, to_dict
 from lightning_bert.data.corpus import read_documents
 from lightning_bert.data.tokenizer import train_tokenizer
 from lightning_bert.glue import collate, encode
-from lightning_bert.hf import export_dir
+from lightning_bert.hf.export import export_dir
 from lightning_bert.pretrain import PretrainModule
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

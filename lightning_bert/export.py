@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 from lightning_bert.cli import describe_schema, parse, run_main
+from lightning_bert.config import ModelConfig, TokenizerConfig, check_choice
 from lightning_bert.errors import UserError
+
+if TYPE_CHECKING:
+    from lightning_bert.hf.load import HFInit
 
 log = logging.getLogger(__name__)
 
@@ -33,39 +37,47 @@ class ExportConfig:
     normalize: bool = False  # sentence-transformers: L2-normalise the embeddings (Normalize module)
 
     def __post_init__(self) -> None:
-        from lightning_bert.config import check_choice
-
         check_choice("export", "pooling", self.pooling, ("cls", "mean", "eos"))
 
 
-def init_from(cfg: DictConfig) -> Any:
+# ModelConfig fields a directory does not decide: dropout stays the run's choice, and the position table is set
+# from the directory after a check against data.max_seq_length (below), not compared as an override
+NOT_DECIDED = ("dropout", "attention_dropout", "max_position_embeddings")
+# where ModelConfig spells a value otherwise than EncoderConfig (the inverse of checkpoint.encoder_config)
+MODEL_SPELLING: dict[str, Callable[[Any, dict[str, Any]], Any]] = {
+    "embedding_size": lambda value, enc: None if value == enc["hidden_size"] else value,  # None = no factorisation
+    "position_buckets": lambda value, enc: value or None,  # None = exact distances
+    "pos_att_type": lambda value, enc: list(value),
+}
+
+
+def decided_fields(encoder: dict[str, Any]) -> dict[str, Any]:
+    """The model section a transformers directory decides: every ModelConfig field among its EncoderConfig
+    fields (in schema order), spelt as ModelConfig spells it."""
+    decided = {}
+    for name in (f.name for f in fields(ModelConfig) if f.name in encoder and f.name not in NOT_DECIDED):
+        spell = MODEL_SPELLING.get(name)
+        decided[name] = spell(encoder[name], encoder) if spell else encoder[name]
+    return decided
+
+
+def init_from(cfg: DictConfig) -> HFInit:
     """Read model.init_from and make `cfg` match it: sizes from its config, its tokenizer, its weights.
 
     An override that contradicts the directory (hidden size, layers, vocabulary, ...) is a one-line UserError
-    naming the key. Returns lightning_bert.hf.HFInit (call .load_into(module) once the model exists)."""
-    from lightning_bert.config import ModelConfig, TokenizerConfig
-    from lightning_bert.hf import load_dir
+    naming the key. Returns the HFInit (call .load_into(module) once the model exists)."""
+    from lightning_bert.hf.load import load_dir  # torch and tokenizers: not for `export --help`
 
     source = cfg.model.init_from
     init = load_dir(source)
     enc = init.encoder
-    decided = {"num_layers": enc["num_layers"], "hidden_size": enc["hidden_size"], "num_heads": enc["num_heads"],
-               "intermediate_size": enc["intermediate_size"],
-               "embedding_size": enc.get("embedding_size") if enc.get("embedding_size") != enc["hidden_size"] else None,
-               "share_layers": enc.get("share_layers", "none"), "norm": enc.get("norm", "post"),
-               "attention": enc.get("attention", "absolute")}
-    for key in ("position_biased_input", "max_relative_positions", "position_buckets", "share_att_key",
-                "pos_att_type"):  # attention-kind details (DeBERTa, XLNet) where the directory has them
-        if key in enc:
-            value = enc[key]
-            decided[key] = (value or None) if key == "position_buckets" else (
-                list(value) if key == "pos_att_type" else value)
+    decided = decided_fields(enc)
     defaults = ModelConfig()
-    for key in decided:
+    for key, value in decided.items():
         given = cfg.model[key]
-        given = list(given) if key == "pos_att_type" else given
-        if given != getattr(defaults, key) and given != decided[key]:
-            raise UserError(f"model.{key}={given} contradicts model.init_from={source} ({key}={decided[key]}); "
+        given = list(given) if isinstance(given, ListConfig) else given
+        if given != getattr(defaults, key) and given != value:
+            raise UserError(f"model.{key}={given} contradicts model.init_from={source} ({key}={value}); "
                             f"drop the override")
     vocab = init.tokenizer.get_vocab_size()
     if cfg.tokenizer.vocab_size != TokenizerConfig().vocab_size and cfg.tokenizer.vocab_size != vocab:
@@ -93,7 +105,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not cfg.ckpt or not cfg.out_dir:
             raise UserError("usage: export CKPT OUT_DIR [--overwrite] [--sentence-transformers --pooling cls|mean|eos "
                             "--normalize]")
-        from lightning_bert.hf import export_dir
+        from lightning_bert.hf.export import export_dir
 
         out = export_dir(cfg.ckpt, cfg.out_dir, cfg.overwrite, cfg.sentence_transformers, cfg.pooling, cfg.normalize)
         print(f"exported to {out}")

@@ -125,7 +125,8 @@ def test_core_training_path_never_imports_transformers(tmp_path: Path, shared_da
     assert not [m for m in importers if m.startswith(("lightning_bert", "__main__", "?"))], importers
     assert list((tmp_path / "runs").glob("*/summary.json"))  # the run really happened
     spy = subprocess.run([sys.executable, "-c", f"HF = {HF_PACKAGES!r}\n" + IMPORT_SPY +
-                          "from lightning_bert.hf.bert import hf_config\nfrom lightning_bert.model.config import EncoderConfig\n"
-                          "hf_config(EncoderConfig(vocab_size=100))\nprint(sorted(Spy.importers))"],
+                          "from lightning_bert.hf.bert import BertFamilyAdapter\n"
+                          "from lightning_bert.model.config import EncoderConfig\n"
+                          "BertFamilyAdapter().hf_config(EncoderConfig(vocab_size=100))\nprint(sorted(Spy.importers))"],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert "'lightning_bert.hf.bert'" in spy.stdout, spy.stderr[-1000:]  # the spy does see an import by our code

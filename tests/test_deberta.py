@@ -17,7 +17,7 @@ from torch import Tensor
 
 from lightning_bert import config
 from lightning_bert.config import ATTENTION_KINDS, ConfigError
-from lightning_bert.hf.deberta import encoder_kwargs, from_hf, hf_config, to_hf
+from lightning_bert.hf.deberta import DebertaV2Adapter
 from lightning_bert.model.attention import ATTENTIONS
 from lightning_bert.model.config import EncoderConfig
 from lightning_bert.model.disentangled import DisentangledAttention, EnhancedMaskDecoder, RelativePositions, log_bucket
@@ -25,6 +25,8 @@ from lightning_bert.model.encoder import BertEncoder, Block
 from lightning_bert.model.positions import POSITIONS
 from lightning_bert.objectives import build_objectives
 from conftest import GLUE_DIR, REPO
+
+DEBERTA = DebertaV2Adapter()
 
 transformers = pytest.importorskip("transformers")
 
@@ -90,11 +92,11 @@ CASES = {  # id: EncoderConfig overrides
 def paired(cfg: EncoderConfig) -> tuple[torch.nn.Module, torch.nn.ModuleDict]:
     """A random DebertaV2ForMaskedLM and our encoder + MLM objective holding the same weights."""
     torch.manual_seed(0)
-    theirs = transformers.DebertaV2ForMaskedLM(hf_config(cfg)).eval()
+    theirs = transformers.DebertaV2ForMaskedLM(DEBERTA.hf_config(cfg)).eval()
     randomize(theirs)
     encoder = BertEncoder(cfg)
     ours = torch.nn.ModuleDict({"encoder": encoder, "objectives": build_objectives(config.load(), encoder)}).eval()
-    ours.load_state_dict(from_hf(theirs.state_dict(), cfg), strict=True)
+    ours.load_state_dict(DEBERTA.from_hf(theirs.state_dict(), cfg), strict=True)
     return theirs, ours
 
 
@@ -121,7 +123,7 @@ def test_gradients_equal_transformers() -> None:
     real = mask.bool()[..., None]
     (theirs.deberta(input_ids=ids, token_type_ids=types, attention_mask=mask).last_hidden_state * weight * real).sum().backward()
     (ours["encoder"](ids, types, mask) * weight * real).sum().backward()
-    grads = from_hf({k: p.grad for k, p in theirs.named_parameters() if p.grad is not None}, cfg)
+    grads = DEBERTA.from_hf({k: p.grad for k, p in theirs.named_parameters() if p.grad is not None}, cfg)
     mine = dict(ours.named_parameters())
     checked = 0
     for name, grad in grads.items():
@@ -134,14 +136,14 @@ def test_gradients_equal_transformers() -> None:
 @pytest.mark.parametrize("case", ["v2-exact-separate-keys-abs-input", "v3-buckets-shared-keys-no-abs", "c2p-only"])
 def test_weight_map_round_trips(case: str) -> None:
     cfg = tiny_cfg(**CASES[case])
-    theirs = transformers.DebertaV2ForMaskedLM(hf_config(cfg)).state_dict()
-    back = to_hf(from_hf(theirs, cfg), cfg)
+    theirs = transformers.DebertaV2ForMaskedLM(DEBERTA.hf_config(cfg)).state_dict()
+    back = DEBERTA.to_hf(DEBERTA.from_hf(theirs, cfg), cfg)
     assert set(back) == set(theirs)
     assert all(torch.equal(back[k], theirs[k]) for k in theirs)
-    hf = hf_config(cfg).to_dict()  # config.json -> the same EncoderConfig (import)
-    assert EncoderConfig(**{**encoder_kwargs(hf), "pad_token_id": cfg.pad_token_id}) == cfg
-    base = transformers.DebertaV2Model(hf_config(cfg)).state_dict()  # a bare base model loads too
-    assert set(from_hf(base, cfg)) == {k for k in from_hf(theirs, cfg) if k.startswith("encoder.")}
+    hf = DEBERTA.hf_config(cfg).to_dict()  # config.json -> the same EncoderConfig (import)
+    assert EncoderConfig(**{**DEBERTA.encoder_kwargs(hf), "pad_token_id": cfg.pad_token_id}) == cfg
+    base = transformers.DebertaV2Model(DEBERTA.hf_config(cfg)).state_dict()  # a bare base model loads too
+    assert set(DEBERTA.from_hf(base, cfg)) == {k for k in DEBERTA.from_hf(theirs, cfg) if k.startswith("encoder.")}
 
 
 def test_export_refuses_what_debertav2_cannot_compute() -> None:
@@ -150,7 +152,7 @@ def test_export_refuses_what_debertav2_cannot_compute() -> None:
     for kw, message in ((dict(norm="pre"), "norm=pre"), (dict(embedding_size=16), "embedding_size"),
                         (dict(attention="absolute"), "attention=absolute")):
         with pytest.raises(UserError, match=message):
-            hf_config(tiny_cfg(**kw))
+            DEBERTA.hf_config(tiny_cfg(**kw))
 
 
 # --- the enhanced mask decoder against the paper's equations (He et al. 2021, eq. 4-5 and section 3.2) ---

@@ -198,3 +198,24 @@ def test_deberta_and_xlnet_export_through_their_maps(name: str, overrides: list[
             theirs = model.transformer(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],
                                        attention_mask=batch["attention_mask"].float()).last_hidden_state
             torch.testing.assert_close(theirs[mask], hidden[mask], atol=1e-4, rtol=0)
+
+
+def test_the_registry_names_the_supported_kinds_and_model_types_in_one_line() -> None:
+    """Export picks an adapter by our attention kind, import by config.json's model_type; anything else is one
+    line that lists what is supported."""
+    from lightning_bert.errors import UserError
+    from lightning_bert.hf.adapter import HFAdapter
+    from lightning_bert.hf.registry import ADAPTERS, exporter, importer
+
+    assert all(isinstance(adapter, HFAdapter) for adapter in ADAPTERS)
+    assert {kind: type(exporter(kind)).__name__ for kind in ("absolute", "disentangled", "relative")} == {
+        "absolute": "BertFamilyAdapter", "disentangled": "DebertaV2Adapter", "relative": "XLNetAdapter"}
+    assert type(importer("albert", "DIR")).__name__ == "BertFamilyAdapter"
+    with pytest.raises(UserError) as err:
+        exporter("sliding")
+    assert str(err.value) == ("model.attention=sliding has no transformers export; "
+                              "supported: absolute, disentangled, relative")
+    with pytest.raises(UserError) as err:
+        importer("gpt2", "DIR")
+    assert str(err.value) == ("model.init_from=DIR: model_type 'gpt2' is not supported; "
+                              "supported: albert, bert, deberta-v2, roberta-prelayernorm, xlnet")

@@ -20,11 +20,13 @@ from lightning_bert.data.datamodule import PretrainDataModule, collate
 from lightning_bert.data.masking import dynamic_rng, static_rng
 from lightning_bert.data.permutation import permutation_example, sample_targets
 from lightning_bert.data.tokenizer import CLS_ID, NUM_SPECIAL, PAD_ID, SEP_ID
-from lightning_bert.hf import xlnet as hf_xlnet
+from lightning_bert.hf.xlnet import XLNetAdapter
 from lightning_bert.model.config import EncoderConfig
 from lightning_bert.model.encoder import BertEncoder
 from lightning_bert.model.relative import two_stream
 from lightning_bert.objectives import PermutationLM, build_objectives
+
+XLNET = XLNetAdapter()
 
 VOCAB = 120
 
@@ -78,8 +80,8 @@ def test_parity_with_transformers_xlnet(layers: int, embedding_size: int | None)
     with torch.no_grad():  # XLNet has no input segment rows: equal rows make the fold into its word table exact
         encoder.embeddings.token_type_embeddings.weight[1] = encoder.embeddings.token_type_embeddings.weight[0]
     cfg = encoder.config
-    theirs = transformers.XLNetLMHeadModel(hf_xlnet.hf_config(cfg)).eval()
-    missing, unexpected = theirs.load_state_dict(hf_xlnet.to_hf(model_state(encoder, plm), cfg), strict=False)
+    theirs = transformers.XLNetLMHeadModel(XLNET.hf_config(cfg)).eval()
+    missing, unexpected = theirs.load_state_dict(XLNET.to_hf(model_state(encoder, plm), cfg), strict=False)
     assert not missing and not unexpected
     b = random_batch(seed=layers)
     ids, types, mask, order = b["input_ids"], b["token_type_ids"], b["attention_mask"], b["plm_order"]
@@ -104,7 +106,7 @@ def test_parity_with_transformers_xlnet(layers: int, embedding_size: int | None)
 def test_from_hf_inverts_to_hf_up_to_the_input_fold() -> None:
     encoder, plm = tiny_model()
     state = model_state(encoder, plm)
-    back = hf_xlnet.from_hf(hf_xlnet.to_hf(state, encoder.config), encoder.config)
+    back = XLNET.from_hf(XLNET.to_hf(state, encoder.config), encoder.config)
     for name, tensor in back.items():
         if not name.startswith("encoder.embeddings."):
             torch.testing.assert_close(tensor, state[name], rtol=0, atol=0, msg=name)
@@ -189,7 +191,7 @@ def test_transformers_collator_masks_leak_without_its_mask_tokens(shared_data: P
     import transformers
 
     from lightning_bert.data.tokenizer import train_tokenizer
-    from lightning_bert.hf import fast_tokenizer
+    from lightning_bert.hf.export import fast_tokenizer
 
     text = (shared_data / "wikitext-2-raw" / "wiki.valid.raw").read_text()[:60000]
     tokenizer = fast_tokenizer(train_tokenizer("wordpiece", [text], 800).to_str(), 64)

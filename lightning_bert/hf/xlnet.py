@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_bert.errors import UserError
+from lightning_bert.hf.adapter import HFAdapter
 from lightning_bert.model.config import EncoderConfig
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ LAYER = {"attention_norm": "rel_attn.layer_norm", "ffn.up": "ff.layer_1", "ffn.d
          "ffn_norm": "ff.layer_norm"}  # plain renames inside layer i (weight and bias)
 
 
-def check(cfg: EncoderConfig) -> None:
+def _check(cfg: EncoderConfig) -> None:
     """A one-line UserError for a config XLNet cannot compute exactly."""
     if cfg.attention != "relative":
         raise UserError(f"model.attention={cfg.attention} has no XLNet layout (see hf/bert.py, hf/deberta.py)")
@@ -39,23 +40,6 @@ def check(cfg: EncoderConfig) -> None:
         raise UserError("model.norm=pre has no XLNet layout (XLNet is post-LN)")
     if cfg.position_biased_input:
         raise UserError("model.position_biased_input=true has no XLNet layout (XLNet has relative positions only)")
-
-
-def architecture(cfg: EncoderConfig, state: dict[str, Tensor]) -> str:
-    return "XLNetLMHeadModel"
-
-
-def hf_config(cfg: EncoderConfig, **extra: Any) -> Any:
-    """The XLNetConfig that computes what `cfg` does; `extra` (e.g. architectures=[...]) is passed through."""
-    import transformers
-
-    check(cfg)
-    return transformers.XLNetConfig(
-        vocab_size=cfg.vocab_size, d_model=cfg.hidden_size, n_layer=cfg.num_layers, n_head=cfg.num_heads,
-        d_inner=cfg.intermediate_size, ff_activation="gelu", untie_r=True, attn_type="bi", mem_len=None,
-        reuse_len=None, use_mems_eval=False, use_mems_train=False, bi_data=False, clamp_len=-1,
-        same_length=False, dropout=cfg.dropout, layer_norm_eps=cfg.layer_norm_eps, initializer_range=0.02,
-        pad_token_id=cfg.pad_token_id, tie_word_embeddings=False, **extra)
 
 
 def _heads(w: Tensor, cfg: EncoderConfig) -> Tensor:
@@ -77,60 +61,93 @@ def _input_table(state: dict[str, Tensor], cfg: EncoderConfig) -> Tensor:
     return x
 
 
-def to_hf(state: dict[str, Tensor], cfg: EncoderConfig) -> dict[str, Tensor]:
-    """Our PretrainModule state dict -> XLNetLMHeadModel's (the MLM transform head, if any, is not exported)."""
-    check(cfg)
-    out = {PREFIX + "word_embedding.weight": _input_table(state, cfg)}
-    hidden = cfg.hidden_size
-    for i in range(cfg.num_layers):
-        ours, theirs = f"encoder.layers.{i}.", f"{PREFIX}layer.{i}."
-        a, t = ours + "attention.", theirs + "rel_attn."
-        for name, w in zip("qkv", state[a + "qkv.weight"].split(hidden)):
-            out[t + name] = _heads(w, cfg)
-        out[t + "r"] = _heads(state[a + "r.weight"], cfg)
-        out[t + "o"] = state[a + "out.weight"].reshape(hidden, cfg.num_heads, cfg.head_dim)
-        for name in ("r_w_bias", "r_r_bias", "r_s_bias"):
-            out[t + name] = state[a + name].squeeze(1)
-        out[t + "seg_embed"] = state[a + "seg_embed"].permute(2, 0, 1)
-        for mine, yours in LAYER.items():
-            for p in ("weight", "bias"):
-                out[f"{theirs}{yours}.{p}"] = state[f"{ours}{mine}.{p}"]
-    head = "objectives.plm."
-    if head + "mask_emb" in state:
-        out[PREFIX + "mask_emb"] = state[head + "mask_emb"].reshape(1, 1, hidden)
-        table, bias = state["encoder.embeddings.word_embeddings.weight"], state[head + "head.bias"]
-        if head + "head.projection.weight" in state:  # W (P g + b) = (W P) g + W b
-            bias = bias + table @ state[head + "head.projection.bias"]
-            table = table @ state[head + "head.projection.weight"]
-        out["lm_loss.weight"], out["lm_loss.bias"] = table, bias
-    return out
+class XLNetAdapter(HFAdapter):
+    """XLNet (XLNetLMHeadModel): relative attention + the PLM objective (see the module docstring)."""
 
+    attentions = ("relative",)
+    model_types = ("xlnet",)
+    architectures = ("XLNetLMHeadModel",)
+    import_notice = ("XLNet imports up to hf/xlnet.py's input fold (its word table comes back under a neutral "
+                     "input LayerNorm), so outputs are close to, not equal to, the directory's")
 
-def from_hf(state: dict[str, Tensor], cfg: EncoderConfig) -> dict[str, Tensor]:
-    """XLNetLMHeadModel's state dict -> ours (the inverse of to_hf up to the input fold, see the docstring)."""
-    check(cfg)
-    if cfg.embedding_dim != cfg.hidden_size:
-        raise UserError("model.embedding_size: an XLNet checkpoint has no factorised embeddings to import")
-    hidden, e = cfg.hidden_size, "encoder.embeddings."
-    table = state.get("lm_loss.weight", state[PREFIX + "word_embedding.weight"])
-    out = {e + "word_embeddings.weight": table,
-           e + "token_type_embeddings.weight": torch.zeros(cfg.type_vocab_size, hidden),
-           e + "norm.weight": torch.ones(hidden), e + "norm.bias": torch.zeros(hidden)}
-    for i in range(cfg.num_layers):
-        ours, theirs = f"encoder.layers.{i}.", f"{PREFIX}layer.{i}."
-        a, t = ours + "attention.", theirs + "rel_attn."
-        out[a + "qkv.weight"] = torch.cat([state[t + n].reshape(hidden, -1).t() for n in "qkv"])
-        out[a + "r.weight"] = state[t + "r"].reshape(hidden, -1).t()
-        out[a + "out.weight"] = state[t + "o"].reshape(hidden, -1)
-        for name in ("r_w_bias", "r_r_bias", "r_s_bias"):
-            out[a + name] = state[t + name].unsqueeze(1)
-        out[a + "seg_embed"] = state[t + "seg_embed"].permute(1, 2, 0)
-        for mine, yours in LAYER.items():
-            for p in ("weight", "bias"):
-                out[f"{ours}{mine}.{p}"] = state[f"{theirs}{yours}.{p}"]
-    if PREFIX + "mask_emb" in state:
-        out["objectives.plm.mask_emb"] = state[PREFIX + "mask_emb"].reshape(hidden)
-    if "lm_loss.bias" in state:
-        out["objectives.plm.head.bias"] = state["lm_loss.bias"]
-        out["objectives.plm.head.decoder_weight"] = table
-    return out
+    def architecture(self, cfg: EncoderConfig, state: dict[str, Tensor]) -> str:
+        return "XLNetLMHeadModel"
+
+    def encoder_kwargs(self, hf: dict[str, Any]) -> dict[str, Any]:
+        """EncoderConfig fields from an XLNet config.json."""
+        if hf.get("attn_type", "bi") != "bi" or hf.get("ff_activation", "gelu") != "gelu":
+            raise UserError("XLNet configs need attn_type=bi and ff_activation=gelu")
+        return dict(vocab_size=hf["vocab_size"], hidden_size=hf["d_model"], num_layers=hf["n_layer"],
+                    num_heads=hf["n_head"], intermediate_size=hf["d_inner"], dropout=hf.get("dropout", 0.1),
+                    attention_dropout=hf.get("dropout", 0.1), layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
+                    max_position_embeddings=512, embedding_size=None, share_layers="none", norm="post",
+                    attention="relative", position_biased_input=False)
+
+    def hf_config(self, cfg: EncoderConfig, **extra: Any) -> Any:
+        """The XLNetConfig that computes what `cfg` does; `extra` (e.g. architectures=[...]) is passed through."""
+        import transformers
+
+        _check(cfg)
+        return transformers.XLNetConfig(
+            vocab_size=cfg.vocab_size, d_model=cfg.hidden_size, n_layer=cfg.num_layers, n_head=cfg.num_heads,
+            d_inner=cfg.intermediate_size, ff_activation="gelu", untie_r=True, attn_type="bi", mem_len=None,
+            reuse_len=None, use_mems_eval=False, use_mems_train=False, bi_data=False, clamp_len=-1,
+            same_length=False, dropout=cfg.dropout, layer_norm_eps=cfg.layer_norm_eps, initializer_range=0.02,
+            pad_token_id=cfg.pad_token_id, tie_word_embeddings=False, **extra)
+
+    def to_hf(self, state: dict[str, Tensor], cfg: EncoderConfig) -> dict[str, Tensor]:
+        """Our PretrainModule state dict -> XLNetLMHeadModel's (the MLM transform head, if any, is not exported)."""
+        _check(cfg)
+        out = {PREFIX + "word_embedding.weight": _input_table(state, cfg)}
+        hidden = cfg.hidden_size
+        for i in range(cfg.num_layers):
+            ours, theirs = f"encoder.layers.{i}.", f"{PREFIX}layer.{i}."
+            a, t = ours + "attention.", theirs + "rel_attn."
+            for name, w in zip("qkv", state[a + "qkv.weight"].split(hidden)):
+                out[t + name] = _heads(w, cfg)
+            out[t + "r"] = _heads(state[a + "r.weight"], cfg)
+            out[t + "o"] = state[a + "out.weight"].reshape(hidden, cfg.num_heads, cfg.head_dim)
+            for name in ("r_w_bias", "r_r_bias", "r_s_bias"):
+                out[t + name] = state[a + name].squeeze(1)
+            out[t + "seg_embed"] = state[a + "seg_embed"].permute(2, 0, 1)
+            for mine, yours in LAYER.items():
+                for p in ("weight", "bias"):
+                    out[f"{theirs}{yours}.{p}"] = state[f"{ours}{mine}.{p}"]
+        head = "objectives.plm."
+        if head + "mask_emb" in state:
+            out[PREFIX + "mask_emb"] = state[head + "mask_emb"].reshape(1, 1, hidden)
+            table, bias = state["encoder.embeddings.word_embeddings.weight"], state[head + "head.bias"]
+            if head + "head.projection.weight" in state:  # W (P g + b) = (W P) g + W b
+                bias = bias + table @ state[head + "head.projection.bias"]
+                table = table @ state[head + "head.projection.weight"]
+            out["lm_loss.weight"], out["lm_loss.bias"] = table, bias
+        return out
+
+    def from_hf(self, state: dict[str, Tensor], cfg: EncoderConfig) -> dict[str, Tensor]:
+        """XLNetLMHeadModel's state dict -> ours (the inverse of to_hf up to the input fold, see the docstring)."""
+        _check(cfg)
+        if cfg.embedding_dim != cfg.hidden_size:
+            raise UserError("model.embedding_size: an XLNet checkpoint has no factorised embeddings to import")
+        hidden, e = cfg.hidden_size, "encoder.embeddings."
+        table = state.get("lm_loss.weight", state[PREFIX + "word_embedding.weight"])
+        out = {e + "word_embeddings.weight": table,
+               e + "token_type_embeddings.weight": torch.zeros(cfg.type_vocab_size, hidden),
+               e + "norm.weight": torch.ones(hidden), e + "norm.bias": torch.zeros(hidden)}
+        for i in range(cfg.num_layers):
+            ours, theirs = f"encoder.layers.{i}.", f"{PREFIX}layer.{i}."
+            a, t = ours + "attention.", theirs + "rel_attn."
+            out[a + "qkv.weight"] = torch.cat([state[t + n].reshape(hidden, -1).t() for n in "qkv"])
+            out[a + "r.weight"] = state[t + "r"].reshape(hidden, -1).t()
+            out[a + "out.weight"] = state[t + "o"].reshape(hidden, -1)
+            for name in ("r_w_bias", "r_r_bias", "r_s_bias"):
+                out[a + name] = state[t + name].unsqueeze(1)
+            out[a + "seg_embed"] = state[t + "seg_embed"].permute(1, 2, 0)
+            for mine, yours in LAYER.items():
+                for p in ("weight", "bias"):
+                    out[f"{ours}{mine}.{p}"] = state[f"{theirs}{yours}.{p}"]
+        if PREFIX + "mask_emb" in state:
+            out["objectives.plm.mask_emb"] = state[PREFIX + "mask_emb"].reshape(hidden)
+        if "lm_loss.bias" in state:
+            out["objectives.plm.head.bias"] = state["lm_loss.bias"]
+            out["objectives.plm.head.decoder_weight"] = table
+        return out
