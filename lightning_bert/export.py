@@ -17,7 +17,7 @@ from typing import Any, Optional, Sequence
 
 from omegaconf import DictConfig
 
-from lightning_bert.cli import describe_schema, parse, run_main
+from lightning_bert.args import describe_schema, parse, run_main
 from lightning_bert.errors import UserError
 
 log = logging.getLogger(__name__)

@@ -129,7 +129,7 @@ def export_dir(ckpt_path: str | Path, out_dir: str | Path, overwrite: bool = Fal
     from omegaconf import OmegaConf
 
     from lightning_bert.checkpoint import encoder_config, read_checkpoint
-    from lightning_bert.embeddings import POOLINGS
+    from lightning_bert.eval.embeddings import POOLINGS
 
     if pooling not in POOLINGS:
         raise UserError(f"--pooling {pooling} is not allowed; choose one of {', '.join(POOLINGS)}")
