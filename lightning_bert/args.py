@@ -72,18 +72,15 @@ def describe_schema(cls: type, prefix: str = "") -> str:
     return "\n".join(lines)
 
 
-def _schema_node(schema: type, key: str) -> Any:
-    """The dataclass that holds dotted `key` (its last part), or None when a section on the way is unknown."""
-    node: Any = schema
+def _section_of(schema: type, key: str) -> type:
+    """The deepest config dataclass on the way to dotted `key` (the schema itself for a top-level key)."""
+    node = schema
     for part in key.split(".")[:-1]:
-        node = {f.name: f.default_factory for f in dataclasses.fields(node)}.get(part)  # type: ignore[misc]
-        if node is None or not dataclasses.is_dataclass(node):
-            return None
+        child = {f.name: f.default_factory for f in dataclasses.fields(node)}.get(part)  # type: ignore[misc]
+        if not dataclasses.is_dataclass(child):
+            break
+        node = child  # type: ignore[assignment]
     return node
-
-
-def _allowed_keys(node: Any) -> str:
-    return ", ".join(f.name for f in dataclasses.fields(node)) if dataclasses.is_dataclass(node) else "none"
 
 
 def explain(err: OmegaConfBaseException, schema: type, section: str) -> ConfigError:
@@ -92,8 +89,9 @@ def explain(err: OmegaConfBaseException, schema: type, section: str) -> ConfigEr
     msg = str(err).splitlines()[0]
     if isinstance(err, ConfigKeyError) or "not in" in msg or "Missing key" in msg:
         bad = key or msg
-        where = " here" if "." in bad else ""
-        return ConfigError(f"unknown {section} key '{bad}'; allowed{where}: {_allowed_keys(_schema_node(schema, bad))}")
+        node = _section_of(schema, bad)
+        allowed = ", ".join(f.name for f in dataclasses.fields(node))
+        return ConfigError(f"unknown {section} key '{bad}'; allowed{' here' if node is not schema else ''}: {allowed}")
     if isinstance(err, ValidationError):
         return ConfigError(f"bad value for '{key}': {msg}")
     return ConfigError(f"bad config '{key}': {msg}")
