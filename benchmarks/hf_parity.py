@@ -21,7 +21,7 @@ import torch
 from lightning_bert.config import load, to_dict
 from lightning_bert.data.corpus import read_documents
 from lightning_bert.data.tokenizer import train_tokenizer
-from lightning_bert.glue import collate, encode
+from lightning_bert.eval.glue import collate_encoded, encode
 from lightning_bert.hf.export import export_dir
 from lightning_bert.pretrain import PretrainModule
 
@@ -70,7 +70,7 @@ def parity(ckpt: Path, out: Path) -> tuple[str, dict[str, float]]:
     model = getattr(transformers, arch).from_pretrained(out).eval()
     texts = sentences()
     pairs = ours.cfg.objective.sentence != "none"
-    batch = collate(encode(Tokenizer.from_str(raw["tokenizer"]),
+    batch = collate_encoded(encode(Tokenizer.from_str(raw["tokenizer"]),
                            [(a, b if pairs else None, 0) for a, b in zip(texts, texts[1:] + texts[:1])], 512))
     theirs_in = transformers.AutoTokenizer.from_pretrained(out)(
         texts, texts[1:] + texts[:1] if pairs else None, padding=True, return_tensors="pt")  # no truncation (*)

@@ -16,8 +16,8 @@ import logging
 import time
 from pathlib import Path
 
-from lightning_bert.embeddings import POOLINGS
-from lightning_bert.sbert import SBertConfig, run
+from lightning_bert.eval.embeddings import POOLINGS
+from lightning_bert.eval.sbert import SBertConfig, run
 
 
 def main() -> None:

@@ -5,15 +5,15 @@ Every knob has a default and a one-line comment. Values are checked in `__post_i
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+from omegaconf.errors import OmegaConfBaseException
 
-from lightning_bert.errors import UserError
+from lightning_bert.args import describe_schema, explain
+from lightning_bert.errors import ConfigError
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 
@@ -30,10 +30,6 @@ MODEL_SIZES: dict[str, tuple[int, int, int, int]] = {
 
 # Names in model/attention.py ATTENTIONS (a test keeps the two in step; config stays free of torch).
 ATTENTION_KINDS = ("absolute", "disentangled", "relative")
-
-
-class ConfigError(UserError):
-    """A bad config key, type or value."""
 
 
 def check_choice(section: str, name: str, value: Any, allowed: Sequence[Any]) -> None:
@@ -357,31 +353,6 @@ def experiment_names() -> list[str]:
     return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
 
 
-def _allowed_keys(node: Any) -> str:
-    return ", ".join(f.name for f in dataclasses.fields(node)) if dataclasses.is_dataclass(node) else "none"
-
-
-def _schema_node(path: str) -> Any:
-    node: Any = Config
-    for part in path.split(".")[:-1]:
-        node = {f.name: f.default_factory for f in dataclasses.fields(node)}.get(part)  # type: ignore[misc]
-        if node is None:
-            return None
-    return node
-
-
-def _explain(err: OmegaConfBaseException) -> ConfigError:
-    key = getattr(err, "full_key", None) or ""
-    msg = str(err).splitlines()[0]
-    if isinstance(err, ConfigKeyError) or "not in" in msg or "Missing key" in msg:
-        bad = key or msg
-        parent = _schema_node(bad)
-        return ConfigError(f"unknown config key '{bad}'; allowed here: {_allowed_keys(parent)}")
-    if isinstance(err, ValidationError):
-        return ConfigError(f"bad value for '{key}': {msg}")
-    return ConfigError(f"bad config '{key}': {msg}")
-
-
 def parse_overrides(overrides: Sequence[str]) -> tuple[Optional[str], list[str]]:
     experiment, rest = None, []
     for item in overrides:
@@ -419,28 +390,13 @@ def load(overrides: Sequence[str] = (), experiment: Optional[str] = None,
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(dotlist))
         OmegaConf.to_object(cfg)  # runs every __post_init__ check
     except OmegaConfBaseException as err:
-        raise _explain(err) from None
+        raise explain(err, Config, "config") from None
     return cfg
 
 
 def describe() -> str:
     """Every key with its default and its one-line comment, read from this schema's source."""
-    import inspect
-    import re
-
-    lines: list[str] = []
-
-    def walk(cls: type, prefix: str) -> None:
-        comments = dict(re.findall(r"^\s+(\w+):[^#\n]*#\s*(.*)$", inspect.getsource(cls), re.M))
-        for f in dataclasses.fields(cls):
-            if dataclasses.is_dataclass(f.default_factory):  # type: ignore[arg-type]
-                walk(f.default_factory, f"{prefix}{f.name}.")  # type: ignore[arg-type]
-                continue
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-            lines.append(f"  {prefix}{f.name}={default}".ljust(40) + f"  {comments.get(f.name, '')}")
-
-    walk(Config, "")
-    return "\n".join(lines)
+    return describe_schema(Config)
 
 
 def to_dict(cfg: DictConfig) -> dict[str, Any]:

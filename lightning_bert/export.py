@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from omegaconf import DictConfig, ListConfig
 
-from lightning_bert.cli import describe_schema, parse, run_main
+from lightning_bert.args import describe_schema, parse, run_main
 from lightning_bert.config import ModelConfig, TokenizerConfig, check_choice
 from lightning_bert.errors import UserError
 

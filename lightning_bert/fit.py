@@ -15,6 +15,8 @@ import numpy as np
 from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint
 from omegaconf import DictConfig
 
+from lightning_bert.analysis.curves import plot_curves
+from lightning_bert.analysis.runs import read_run_dir
 from lightning_bert.config import to_dict
 from lightning_bert.data.datamodule import PretrainDataModule
 from lightning_bert.errors import Diverged, UserError
@@ -23,7 +25,7 @@ from lightning_bert.pretrain import PretrainModule
 from lightning_bert.progress import pretrain_progress_bar
 from lightning_bert.resume import check_resume_config
 from lightning_bert.checkpoint import read_checkpoint
-from lightning_bert.runrecord import ResumableCSVLogger, RunRecord, trim_metrics
+from lightning_bert.runrecord import ResumableCSVLogger, RunRecorder, trim_metrics
 from lightning_bert.tracking import wandb_logger
 
 log = logging.getLogger(__name__)
@@ -119,8 +121,8 @@ class KeepGoodCheckpoint(OnExceptionCheckpoint):
 
 def evaluate(cfg: DictConfig, model: PretrainModule, data: PretrainDataModule, ckpt: Path) -> dict[str, float]:
     """After pretraining: NSP/SOP cross-probes and downstream scores, as summary metrics."""
-    from lightning_bert.finetune import run_downstream
-    from lightning_bert.probes import cross_probe
+    from lightning_bert.eval.finetune import run_downstream
+    from lightning_bert.eval.probes import cross_probe
 
     out = cross_probe(model, data) if cfg.eval.probes else {}
     if cfg.eval.downstream:
@@ -131,7 +133,7 @@ def evaluate(cfg: DictConfig, model: PretrainModule, data: PretrainDataModule, c
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train; return the summary written to <run dir>/summary.json."""
-    from lightning_bert.finetune import check_downstream
+    from lightning_bert.eval.finetune import check_downstream
 
     check_downstream(cfg.eval)  # a bad eval.glue_dir or task fails now, not after pretraining
     run_dir = Path(agree(lambda: str(resolve_run_dir(cfg))))  # torchrun: every process, one directory
@@ -159,7 +161,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if init is not None and ckpt_path is None:
         init.load_into(model)
 
-    record = RunRecord(run_dir, cfg)
+    record = RunRecorder(run_dir, cfg)
     record.write_config()
     if ckpt_path:
         trim_metrics(run_dir / "metrics.csv", resume_step)
@@ -195,8 +197,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         metrics.update(evaluate(cfg, model, data, ckpt_dir / "last.ckpt"))
     summary = record.write("finished", metrics)
     if trainer.global_rank == 0:
-        from lightning_bert.report import plot_curves, read_run_dir
-
         plot_curves({run_dir.name: [read_run_dir(run_dir)]}, run_dir / "curves.png")  # a look beats a table
     if wandb is not None and trainer.global_rank == 0:
         wandb.experiment.summary.update({**metrics, **{f"best/{k}": v for k, v in record.best.items()},

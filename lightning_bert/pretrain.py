@@ -21,25 +21,11 @@ from lightning_bert.errors import Diverged, UserError
 from lightning_bert.flops import device_peak_flops, training_flops_per_token
 from lightning_bert.model.encoder import BertEncoder
 from lightning_bert.objectives import MicroBatch, Objective, build_objectives, check_batch, encoder_mask
+from lightning_bert.optim import build_optimizer
 
 log = logging.getLogger(__name__)
 
 OBJECTIVE_STATE = "objective_state"  # checkpoint key: per rank, {objective name: its step_state()}
-
-
-def lr_lambda(warmup: int, total: int, schedule: str, min_ratio: float):
-    """Linear warmup to the peak, then linear / cosine decay to min_ratio (or constant)."""
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if schedule == "constant":
-            return 1.0
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        decay = 1 - progress if schedule == "linear" else 0.5 * (1 + math.cos(math.pi * progress))
-        return min_ratio + (1 - min_ratio) * decay
-
-    return factor
 
 
 def split_batch(batch: dict[str, Tensor], size: int) -> list[MicroBatch]:
@@ -270,15 +256,9 @@ class PretrainModule(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         optim = self.cfg.optim
-        decay, no_decay = [], []
-        for name, param in self.named_parameters():
-            (no_decay if param.ndim < 2 or "norm" in name else decay).append(param)
-        groups = [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        optimizer = torch.optim.AdamW(groups, lr=optim.lr, betas=(optim.beta1, optim.beta2), eps=optim.eps)
-        total = self.schedule_steps or self.trainer.max_steps
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lr_lambda(optim.warmup_steps, total, optim.schedule, optim.min_lr_ratio))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return build_optimizer(self, optim.lr, optim.weight_decay, optim.warmup_steps,
+                               self.schedule_steps or self.trainer.max_steps, optim.schedule, optim.min_lr_ratio,
+                               betas=(optim.beta1, optim.beta2), eps=optim.eps)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["tokenizer"] = self.tokenizer_json  # a checkpoint is self-contained for fine-tuning

@@ -41,7 +41,7 @@ def render(item: dict[str, np.ndarray], tokenizer: Any, task: str) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    from lightning_bert.cli import PreviewArgs, describe_schema, parse, run_main
+    from lightning_bert.args import PreviewArgs, describe_schema, parse, run_main
 
     def body(args: list[str]) -> int:
         from lightning_bert.config import load

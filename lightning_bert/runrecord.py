@@ -29,7 +29,9 @@ def _is_better(name: str, new: float, old: float) -> bool:
     return new < old if any(k in name for k in LOWER_IS_BETTER) else new > old
 
 
-class RunRecord(pl.Callback):
+class RunRecorder(pl.Callback):
+    """Writes the run record while training (analysis/runs.py reads it back as RecordedRun)."""
+
     def __init__(self, run_dir: Path, cfg: DictConfig):
         self.run_dir, self.cfg = run_dir, cfg
         self.best: dict[str, float] = {}

@@ -13,7 +13,7 @@ HF_PACKAGES = ("transformers", "safetensors", "sentence_transformers")
 
 
 def cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lightning_bert.cli", *args], cwd=REPO, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "lightning_bert", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "WANDB_MODE": "disabled"})
 
 
@@ -82,8 +82,8 @@ def test_console_script_points_at_the_one_cli() -> None:
 
 
 def test_old_entry_points_run_the_same_commands(tmp_path: Path) -> None:
-    for argv in (["train.py", "--help"], ["-m", "lightning_bert.export", "--help"], ["-m", "lightning_bert.sbert", "--help"],
-                 ["-m", "lightning_bert.finetune", "--help"], ["-m", "lightning_bert.probes", "--help"]):
+    for argv in (["train.py", "--help"], ["-m", "lightning_bert.export", "--help"], ["-m", "lightning_bert", "sbert", "--help"],
+                 ["-m", "lightning_bert", "finetune", "--help"], ["-m", "lightning_bert", "probe", "--help"]):
         proc = subprocess.run([sys.executable, *argv], cwd=REPO, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0 and "keys (default, meaning)" in proc.stdout, (argv, proc.stderr)
     proc = subprocess.run([sys.executable, "-m", "lightning_bert.preview", "masking.rate=2"], cwd=REPO,

@@ -379,7 +379,7 @@ def test_cli_bad_input_exits_2_with_one_line(args: list[str], message: str, tmp_
 @pytest.mark.slow
 def test_preset_trains_resumes_and_feeds_probes_finetuning_and_embeddings(tiny_overrides: list[str],
                                                                           tmp_path: Path) -> None:
-    from lightning_bert.finetune import main as finetune
+    from lightning_bert.eval.finetune import main as finetune
 
     overrides = tiny_overrides + ["experiment=deberta", "run.name=d", "data.valid_fraction=0.1"]
     first = subprocess.run([sys.executable, "train.py", *overrides], cwd=REPO, capture_output=True, text=True,

@@ -7,9 +7,9 @@ import scipy.stats
 import torch
 
 from lightning_bert.data.tokenizer import train_tokenizer
-from lightning_bert.embeddings import (POOLINGS, anisotropy, embed, embedding_table, pool, sts_zero_shot,
-                                       table_summary)
-from lightning_bert.glue import read_task
+from lightning_bert.eval.embeddings import (POOLINGS, anisotropy, embed, embedding_table, pool, sts_zero_shot,
+                                            table_summary)
+from lightning_bert.eval.glue import read_task
 from lightning_bert.model.encoder import BertEncoder, EncoderConfig
 from conftest import GLUE_DIR
 

@@ -61,11 +61,11 @@ def ours(ckpt: Path):
 def batch_for(tokenizer_json: str, sentences: list[str], pairs: bool) -> dict[str, torch.Tensor]:
     from tokenizers import Tokenizer
 
-    from lightning_bert.glue import collate, encode
+    from lightning_bert.eval.glue import collate_encoded, encode
 
     tok = Tokenizer.from_str(tokenizer_json)
     examples = [(a, b if pairs else None, 0) for a, b in zip(sentences, sentences[1:] + sentences[:1])]
-    return collate(encode(tok, examples, 512))  # no truncation: compares tokenization only
+    return collate_encoded(encode(tok, examples, 512))  # no truncation: compares tokenization only
 
 
 LAYOUTS = {  # name -> (overrides, Auto class, architecture written)
@@ -122,7 +122,7 @@ def test_sentence_transformers_encode_equals_our_pooled_embeddings(pooling: str,
     from sentence_transformers import SentenceTransformer
     from tokenizers import Tokenizer
 
-    from lightning_bert.embeddings import embed
+    from lightning_bert.eval.embeddings import embed
 
     ckpt = make_checkpoint(tmp_path, shared_data, ["objective.sentence=nsp"])
     flags = ["--sentence-transformers", "--pooling", pooling] + (["--normalize"] if normalize else [])

@@ -19,10 +19,10 @@ from lightning_bert.checkpoint import encoder_config
 from lightning_bert.config import ConfigError
 from lightning_bert.data.tokenizer import train_tokenizer
 from lightning_bert.errors import UserError
-from lightning_bert.finetune import (GlueModule, check_downstream, initial_encoder, load_config, main, pooler_for,
-                                     run_downstream, summarize)
-from lightning_bert.glue import TASKS
-from lightning_bert.glue import read_task
+from lightning_bert.eval.finetune import (GlueModule, check_downstream, initial_encoder, load_config, main, pooler_for,
+                                          run_downstream, summarize)
+from lightning_bert.eval.glue import TASKS
+from lightning_bert.eval.glue import read_task
 from lightning_bert.model.encoder import BertEncoder
 from conftest import GLUE_DIR, REPO
 

@@ -9,7 +9,7 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from lightning_bert.errors import UserError
-from lightning_bert.glue import TASKS, collate, encode, get_task, make_metrics, parse_downstream, read_task
+from lightning_bert.eval.glue import TASKS, collate_encoded, encode, get_task, make_metrics, parse_downstream, read_task
 from conftest import GLUE_DIR
 
 
@@ -145,9 +145,9 @@ def test_encode_matches_a_transformers_fast_tokenizer() -> None:
 
 
 def test_collate_pads_to_the_longest() -> None:
-    batch = collate([([2, 5, 3], [0, 0, 0]), ([2, 5, 3, 6, 3], [0, 0, 0, 1, 1])], [0.5, 2.0])
+    batch = collate_encoded([([2, 5, 3], [0, 0, 0]), ([2, 5, 3, 6, 3], [0, 0, 0, 1, 1])], [0.5, 2.0])
     assert batch["input_ids"].tolist() == [[2, 5, 3, 0, 0], [2, 5, 3, 6, 3]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 0, 0], [1] * 5]
     assert batch["token_type_ids"].tolist() == [[0, 0, 0, 0, 0], [0, 0, 0, 1, 1]]
     assert batch["labels"].dtype == torch.float
-    assert collate([([2, 3], [0, 0])], [1])["labels"].dtype == torch.long
+    assert collate_encoded([([2, 3], [0, 0])], [1])["labels"].dtype == torch.long

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from conftest import REPO
-from lightning_bert import preview, probes
+from lightning_bert import preview
+from lightning_bert.eval import probes
 from lightning_bert.config import experiment_names, load
 from lightning_bert.pretrain import PretrainModule
 

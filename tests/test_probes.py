@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_bert import probes
+from lightning_bert.eval import probes
 from lightning_bert.config import load, to_dict
 from lightning_bert.data.datamodule import PretrainDataModule
 from lightning_bert.pretrain import PretrainModule

@@ -10,7 +10,8 @@ import matplotlib.image
 import pytest
 import yaml
 
-from lightning_bert import report, stats, sweep
+from lightning_bert.analysis import render, report, stats, sweep, tables
+from lightning_bert.analysis import runs as run_records
 
 FAKE = Path(__file__).with_name("fake_train.py")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -103,10 +104,10 @@ def test_end_to_end_table_matches_run_records(grid_sweep: Path, tmp_path: Path) 
     assert "img{max-width:100%" in page and "max-width:1220px" in page
 
 
-def record(name: str, seed: int, loss: float, status: str = "finished", **params: object) -> report.RunRecord:
+def record(name: str, seed: int, loss: float, status: str = "finished", **params: object) -> run_records.RecordedRun:
     config = {"run.seed": seed, "run.name": name, "objective.sentence": params.get("objective.sentence", "nsp")}
     history = [{"step": s, "tokens_seen": 100.0 * s, "val/mlm_loss": loss + 10 - s} for s in range(1, 11, 3)]
-    return report.RunRecord(name=name, status=status, params={**params, "run.seed": seed} if params else {},
+    return run_records.RecordedRun(name=name, status=status, params={**params, "run.seed": seed} if params else {},
                             config=config, metrics={"val/mlm_loss": loss}, tokens_seen=1000, wall_time_s=2.0,
                             history=history)
 
@@ -114,9 +115,9 @@ def record(name: str, seed: int, loss: float, status: str = "finished", **params
 def test_variants_fall_back_to_config_differences() -> None:
     runs = [record("a", 1, 3.0), record("b", 2, 4.0), record("c", 1, 5.0), record("d", 2, 6.0)]
     runs[2].config["objective.sentence"] = runs[3].config["objective.sentence"] = "sop"
-    groups = report.group_variants(runs)
+    groups = tables.group_variants(runs)
     assert list(groups) == ["objective.sentence=nsp", "objective.sentence=sop"]
-    header, rows = report.table_rows(groups, headline=False)
+    header, rows = tables.table_rows(groups, headline=False)
     assert header == ["variant", "seeds", "val/mlm_loss"]
     assert rows[0] == ["objective.sentence=nsp", "2", "3.5 ± 0.7"]  # std 0.7071 -> one significant digit
 
@@ -126,7 +127,7 @@ def test_unfinished_runs_are_counted_not_tabled_and_plots_handle_uneven_curves(t
             record("c", 1, 5.0, **{"masking.mode": "dynamic"}),
             record("d", 2, 9.0, status="crashed", **{"masking.mode": "dynamic"})]
     runs[1].history = runs[1].history[:2]  # a shorter curve: band only where both seeds have points
-    page = report.write_report(runs, tmp_path, "t")
+    page = render.write_report(runs, tmp_path, "t")
     md = (tmp_path / "report.md").read_text()
     assert "3 finished runs in 2 variants. 1 runs not finished are left out of the table (1 crashed)." in md
     assert table(md)["masking.mode=dynamic"]["seeds"] == "1"
@@ -141,7 +142,7 @@ def test_a_metric_equal_to_another_in_every_run_is_shown_once(tmp_path: Path) ->
     for r, rho in zip(runs, (0.3, 0.5)):  # cosine ignores length: the _norm rows copy the plain ones
         r.metrics.update({"sts/mean/spearman": rho, "sts/mean_norm/spearman": rho, "val/loss": r.metrics["val/mlm_loss"]})
     runs[1].metrics["val/loss"] += 0.5  # equal in one run only: a number of its own
-    report.write_report(runs, tmp_path, "t")
+    render.write_report(runs, tmp_path, "t")
     md = (tmp_path / "report.md").read_text()
     other = table(md, OTHER)["masking.mode=dynamic"]
     assert "sts/mean/spearman" in other and "sts/mean_norm/spearman" not in other
@@ -150,7 +151,7 @@ def test_a_metric_equal_to_another_in_every_run_is_shown_once(tmp_path: Path) ->
 
 
 def test_wandb_summary_forms_are_split_into_final_and_best() -> None:
-    final, best = report._split_summary({"_runtime": 3, "val/loss": 2.0, "best/val/loss": 1.5,
+    final, best = run_records._split_summary({"_runtime": 3, "val/loss": 2.0, "best/val/loss": 1.5,
                                          "val/mlm_loss": {"min": 1.0, "last": 1.2}, "tokens_seen": 64,
                                          "trainer/global_step": 9, "epoch": 0})
     assert final == {"val/loss": 2.0, "val/mlm_loss": 1.2}
@@ -160,9 +161,9 @@ def test_wandb_summary_forms_are_split_into_final_and_best() -> None:
 def test_run_dir_without_summary_is_not_finished(tmp_path: Path) -> None:
     (tmp_path / "r1").mkdir()
     (tmp_path / "r1" / "summary.json").write_text('{"status": "failed", "metrics": {}}')
-    rec = report.read_run_dir(tmp_path / "r1")
+    rec = run_records.read_run_dir(tmp_path / "r1")
     assert rec.status == "failed" and rec.config == {} and rec.history == []
-    assert report.read_local(tmp_path)[0].name == "r1"
+    assert run_records.read_local(tmp_path)[0].name == "r1"
 
 
 @pytest.mark.parametrize("source", ["no/such/dir/here", "not-a-path"])
@@ -227,7 +228,7 @@ def test_welch_p_value_matches_the_textbook_formula() -> None:
     assert stats.welch_p([1.0], [2.0, 3.0]) is None and "no test" in stats.fmt_comparison([1.0], [2.0, 3.0])
 
 
-def probe_record(name: str, seed: int, sop: float, ci: float, **params: object) -> report.RunRecord:
+def probe_record(name: str, seed: int, sop: float, ci: float, **params: object) -> run_records.RecordedRun:
     rec = record(name, seed, 3.0, **params)
     rec.metrics.update({"eval/mlm_loss": 3.0 + seed / 100, "probe/sop_acc": sop, "probe/sop_acc_ci95": ci,
                         "probe/sop_n": 1500.0})
@@ -241,7 +242,7 @@ def test_probe_accuracies_indistinguishable_from_chance_are_flagged(tmp_path: Pa
              for i, acc in enumerate([0.50, 0.61, 0.72])]  # one seed learned SOP: the t interval spans 0.5
     runs += [probe_record(f"a{i}", i, acc, 0.025, **{"objective.sentence": "none"})
              for i, acc in enumerate([0.64, 0.66, 0.65])]  # clearly above chance
-    report.write_report(runs, tmp_path, "t")
+    render.write_report(runs, tmp_path, "t")
     rows = table((tmp_path / "report.md").read_text())
     column = "probe/sop_acc"
     assert rows["objective.sentence=nsp"][column].endswith("≈ chance")
@@ -259,7 +260,7 @@ def test_runs_with_different_tokenizers_are_marked_not_ranked_per_token(tmp_path
             rec.metrics.update({"eval/mlm_loss": (3.0 if kind == "bpe" else 3.5) + seed / 100,
                                 "eval/mlm_loss_per_char": 0.8 + seed / 1000})
             runs.append(rec)
-    report.write_report(runs, tmp_path, "t")
+    render.write_report(runs, tmp_path, "t")
     md = (tmp_path / "report.md").read_text()
     rows = table(md)
     assert rows["experiment=bert"]["eval/mlm_loss"].endswith("†") and rows["experiment=bert"]["tokenizer"] == "wordpiece 8192"
@@ -268,7 +269,7 @@ def test_runs_with_different_tokenizers_are_marked_not_ranked_per_token(tmp_path
     verdict = table(md, DIFFERENCES)["experiment=roberta vs experiment=bert"]
     assert "eval/mlm_loss" not in verdict and verdict["eval/mlm_loss_per_char"].startswith("within noise")
     same = [r for r in runs if r.config["tokenizer.kind"] == "bpe"]
-    assert not report.tokenizers_differ({"x": same})
+    assert not tables.tokenizers_differ({"x": same})
 
 
 def test_point_plots_fit_the_data_not_zero(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -280,7 +281,7 @@ def test_point_plots_fit_the_data_not_zero(tmp_path: Path, monkeypatch: pytest.M
                                                                               if ax.has_data()), save(fig, *a, **k)))
     runs = [record(f"{m}{s}", s, loss, **{"masking.mode": m}) for m, base in (("static", 7.05), ("dynamic", 6.88))
             for s, loss in ((1, base), (2, base + 0.02), (3, base - 0.02))]
-    path = report.plot_points(report.group_variants(runs), ["val/mlm_loss"], tmp_path / "p.png", "t")
+    path = render.plot_points(tables.group_variants(runs), ["val/mlm_loss"], tmp_path / "p.png", "t")
     lo, hi = limits[0]
     assert 6.5 < lo < 6.86 and 7.07 < hi < 7.5  # the axis spans the points, so 7.05 vs 6.88 is visible
     assert matplotlib.image.imread(path).shape[1] <= 1220

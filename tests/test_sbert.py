@@ -12,13 +12,13 @@ from test_export import make_checkpoint
 
 
 def stsb(split: str, n: int) -> list[tuple[str, str, float]]:
-    from lightning_bert.glue import read_task
+    from lightning_bert.eval.glue import read_task
 
     return read_task("stsb", split, GLUE_DIR)[:n]
 
 
 def test_cosent_loss_equals_its_formula_on_real_scores(shared_data: Path) -> None:
-    from lightning_bert.sbert import cosent_loss
+    from lightning_bert.eval.sbert import cosent_loss
 
     scores = torch.tensor([y for *_, y in stsb("train", 24)], dtype=torch.float64)
     cos = torch.rand(len(scores), generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 - 1
@@ -39,8 +39,8 @@ def test_whitening_gives_identity_covariance_on_the_fitting_set(shared_data: Pat
     from tokenizers import Tokenizer
 
     from lightning_bert.checkpoint import load_pretrained
-    from lightning_bert.embeddings import embed
-    from lightning_bert.sbert import Whitening
+    from lightning_bert.eval.embeddings import embed
+    from lightning_bert.eval.sbert import Whitening
 
     encoder, tokenizer, _ = load_pretrained(_ckpt(shared_data))
     sentences = list(dict.fromkeys(s for a, b, _ in stsb("train", 400) for s in (a, b)))
@@ -74,7 +74,7 @@ def _ckpt(shared_data: Path) -> Path:
 
 
 def test_training_raises_spearman_and_writes_the_run_record(tmp_path: Path, shared_data: Path) -> None:
-    from lightning_bert.sbert import main
+    from lightning_bert.eval.sbert import main
 
     args = [f"ckpt={_ckpt(shared_data)}", "max_train_examples=512", "max_dev_examples=300", "epochs=2", "lr=5e-4",
             "batch_size=16", "whiten=true", "max_seq_length=48", f"output_dir={tmp_path}", "name=run",
@@ -93,7 +93,7 @@ def test_training_raises_spearman_and_writes_the_run_record(tmp_path: Path, shar
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))  # logged to W&B (offline here)
 
     from lightning_bert.checkpoint import load_pretrained
-    from lightning_bert.embeddings import sts_zero_shot
+    from lightning_bert.eval.embeddings import sts_zero_shot
 
     encoder, tokenizer, _ = load_pretrained(tmp_path / "run" / "sbert.ckpt")  # the trained encoder, usual format
     dev = random.Random(0).sample(stsb("dev", 1500), 300)  # the subset max_dev_examples=300 scores
@@ -103,7 +103,7 @@ def test_training_raises_spearman_and_writes_the_run_record(tmp_path: Path, shar
 
 def test_pair_sources_and_loss_mismatch(tmp_path: Path, shared_data: Path) -> None:
     from lightning_bert.errors import UserError
-    from lightning_bert.sbert import SBertConfig, SBertModule, training_pairs
+    from lightning_bert.eval.sbert import SBertConfig, SBertModule, training_pairs
 
     rows = stsb("train", 5)
     tsv = tmp_path / "pairs.tsv"
@@ -123,12 +123,12 @@ def test_pair_sources_and_loss_mismatch(tmp_path: Path, shared_data: Path) -> No
         training_pairs(SBertConfig(ckpt="x", loss="softmax", glue_dir=str(GLUE_DIR)))
 
     from lightning_bert.checkpoint import load_pretrained
-    from lightning_bert.glue import collate, encode
+    from lightning_bert.eval.glue import collate_encoded, encode
 
     encoder, tokenizer, _ = load_pretrained(_ckpt(shared_data))
     model = SBertModule(encoder, SBertConfig(ckpt="x", loss="softmax", normalize=True), num_labels=2).eval()
-    a = collate(encode(tokenizer, [(x, None, 0) for x, _, _ in rows], 32))
-    b = collate(encode(tokenizer, [(x, None, 0) for _, x, _ in rows], 32))
+    a = collate_encoded(encode(tokenizer, [(x, None, 0) for x, _, _ in rows], 32))
+    b = collate_encoded(encode(tokenizer, [(x, None, 0) for _, x, _ in rows], 32))
     target = torch.tensor([int(y > 2.5) for *_, y in rows])
     loss = model.loss(a, b, target)
     u, v = model.embed(a), model.embed(b)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from lightning_bert import sweep
+from lightning_bert.analysis import sweep
 
 REPO = Path(__file__).resolve().parent.parent
 FAKE = Path(__file__).with_name("fake_train.py")
@@ -76,8 +76,8 @@ def test_main_ends_by_naming_the_sweep_directory_and_the_report_command(tmp_path
     assert sweep.main([str(path), "--dir", str(tmp_path / "my out")]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-2:]
     assert last == [f"sweep directory: {tmp_path / 'my out'}",
-                    f"report: python -m lightning_bert.report '{tmp_path / 'my out'}'"]
-    from lightning_bert import report  # the printed command works as printed
+                    f"report: python -m lightning_bert report '{tmp_path / 'my out'}'"]
+    from lightning_bert.analysis import report  # the printed command works as printed
 
     assert report.main([str(tmp_path / "my out"), "--out", str(tmp_path / "rep")]) == 0
 
@@ -116,7 +116,7 @@ def test_killed_controller_resumes_the_interrupted_trial_and_loses_no_grid_point
                                                                                  calls_file: Path) -> None:
     path = write_sweep(tmp_path, {"run.seed": {"values": [1, 2, 3, 4]}})
     out, state_file = tmp_path / "out", tmp_path / "out" / sweep.STATE_FILE
-    cmd = [sys.executable, "-m", "lightning_bert.sweep", str(path), "--dir", str(out)]
+    cmd = [sys.executable, "-m", "lightning_bert", "sweep", str(path), "--dir", str(out)]
     env = {**os.environ, "FAKE_TRAIN_HANG": "run.seed=2"}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.PIPE, text=True)
     deadline = time.time() + 20

@@ -16,7 +16,8 @@ from conftest import GLUE_DIR, REPO
 from lightning_bert import config
 from lightning_bert.checkpoint import encoder_config
 from lightning_bert.config import ConfigError
-from lightning_bert.data.datamodule import PretrainDataModule, collate
+from lightning_bert.data.batch import collate_pretraining
+from lightning_bert.data.datamodule import PretrainDataModule
 from lightning_bert.data.masking import dynamic_rng, static_rng
 from lightning_bert.data.permutation import permutation_example, sample_targets
 from lightning_bert.data.tokenizer import CLS_ID, NUM_SPECIAL, PAD_ID, SEP_ID
@@ -224,7 +225,7 @@ def plm_overrides(tiny_overrides: list[str]) -> list[str]:
 def test_target_share_is_one_in_k_in_spans_never_special_or_padding(plm_overrides: list[str], k: int) -> None:
     data = PretrainDataModule(config.load(plm_overrides + [f"objective.plm_k={k}", "data.max_documents=20"]))
     data.setup()
-    batch = collate([data.train_set[i] for i in range(min(600, len(data.train_set)))])
+    batch = collate_pretraining([data.train_set[i] for i in range(min(600, len(data.train_set)))])
     ids, order, mask = batch["input_ids"], batch["plm_order"], batch["attention_mask"]
     targets = order > 0
     candidates = (ids >= NUM_SPECIAL) & mask.bool()
@@ -326,7 +327,7 @@ def test_train_exits_2_with_one_line(overrides: list[str]) -> None:
 @pytest.mark.slow
 def test_preset_trains_resumes_and_its_checkpoint_serves_probes_and_finetuning(
         plm_overrides: list[str], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from lightning_bert import finetune, probes
+    from lightning_bert.eval import finetune, probes
 
     env = {**os.environ, "WANDB_MODE": "disabled"}
     overrides = plm_overrides + ["run.name=xl", "data.valid_fraction=0.1"]

@@ -13,10 +13,10 @@ from typing import Any, Iterable, Iterator, Optional
 
 import lightning.pytorch as pl
 import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from lightning_bert.data.batch import collate_pretraining
 from lightning_bert.data.cache import TokenizedCorpus, document_count, tokenized_corpus
 from lightning_bert.data.canonical import EVAL_BATCH_SIZE, CanonicalSet, canonical_examples, token_characters
 from lightning_bert.data.corpus import DocumentSource, builtin_source, file_source, hf_source
@@ -24,14 +24,11 @@ from lightning_bert.data.examples import build_examples, encode_example
 from lightning_bert.data.masking import IGNORE, dynamic_rng, mask_example, static_rng
 from lightning_bert.data.permutation import permutation_example
 from lightning_bert.data.static_masks import StoredMasks, stored_masks
-from lightning_bert.data.tokenizer import PAD_ID, load_tokenizer, tokenizer_for
+from lightning_bert.data.tokenizer import load_tokenizer, tokenizer_for
 from lightning_bert.errors import UserError
 
 log = logging.getLogger(__name__)
 SPLIT_SEED = 1234  # the train/valid split is fixed, whatever run.seed is: variants see the same data
-PAD_VALUES = {"input_ids": PAD_ID, "token_type_ids": 0, "attention_mask": 0, "mlm_labels": IGNORE,
-              "sbo_left": -1, "sbo_right": -1, "mlm_chars": 0,
-              "plm_order": -1}
 
 
 def document_source(data: DictConfig) -> DocumentSource:
@@ -122,21 +119,6 @@ class PretrainDataset(Dataset):
         if example["label"] >= 0:
             item["sentence_label"] = np.int64(example["label"])
         return item
-
-
-def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    """Pad every per-token array to the longest example; stack the rest."""
-    length = max(len(item["input_ids"]) for item in items)
-    batch = {}
-    for key, first in items[0].items():
-        if np.ndim(first) == 0:
-            batch[key] = torch.as_tensor(np.array([item[key] for item in items]))
-            continue
-        out = np.full((len(items), length), PAD_VALUES[key], dtype=np.int64)
-        for row, item in enumerate(items):
-            out[row, : len(item[key])] = item[key]
-        batch[key] = torch.from_numpy(out)
-    return batch
 
 
 class PretrainDataModule(pl.LightningDataModule):
@@ -253,7 +235,7 @@ class PretrainDataModule(pl.LightningDataModule):
         # same for 1 or N processes (Lightning keeps a sampler it is given: use_distributed_sampler=False).
         sampler = ResumableSampler(dataset, num_replicas=self._world()[0], rank=self._world()[1], shuffle=shuffle,
                                    seed=self.cfg.run.seed, drop_last=shuffle)
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate,
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate_pretraining,
                           num_workers=self.cfg.data.num_workers, drop_last=shuffle)
 
     def _world(self) -> tuple[int, int]:
@@ -284,7 +266,7 @@ class PretrainDataModule(pl.LightningDataModule):
         """This rank's share of the canonical evaluation set (every item exactly once over all ranks:
         no sampler padding, which would count some twice), in fixed batches (see data/canonical.py)."""
         world, rank = self._world()
-        return DataLoader(self.canonical_set, batch_size=EVAL_BATCH_SIZE, collate_fn=collate,
+        return DataLoader(self.canonical_set, batch_size=EVAL_BATCH_SIZE, collate_fn=collate_pretraining,
                           sampler=list(range(rank, len(self.canonical_set), world)))
 
     def state_dict(self) -> dict[str, int]:

@@ -27,6 +27,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tokenizers import Tokenizer
 
+from lightning_bert.data.batch import collate_pretraining
 from lightning_bert.data.corpus import expand_paths, file_fingerprint, hf_load_args, iter_documents
 from lightning_bert.data.masking import dynamic_rng, mask_example
 from lightning_bert.data.sentences import split_sentences
@@ -147,15 +148,13 @@ class Packer:
 
 class MaskingCollate:
     """Masks each packed row (seeded by seed, epoch and the row's own ids, so a resumed run draws the
-    same masks), then pads the batch with the datamodule's `collate`."""
+    same masks), then pads the batch with `collate_pretraining`."""
 
     def __init__(self, cfg: DictConfig, vocab_size: int):
         self.masking = OmegaConf.to_object(cfg.masking) if isinstance(cfg.masking, DictConfig) else cfg.masking
         self.seed, self.vocab_size, self.epoch = int(cfg.run.seed), vocab_size, 0
 
     def __call__(self, rows: list[dict[str, list[int]]]) -> dict[str, Any]:
-        from lightning_bert.data.datamodule import collate
-
         items = []
         for row in rows:
             ids = np.asarray(row["input_ids"], dtype=np.int64)
@@ -166,7 +165,7 @@ class MaskingCollate:
             item["token_type_ids"] = np.zeros(len(ids), dtype=np.int64)
             item["attention_mask"] = np.ones(len(ids), dtype=np.int64)
             items.append(item)
-        return collate(items)
+        return collate_pretraining(items)
 
 
 def streaming_dataset(cfg: DictConfig, tokenizer: Tokenizer, world_size: int = 1, rank: int = 0) -> Any:

@@ -12,7 +12,7 @@ from tokenizers import Tokenizer, processors
 
 from lightning_bert.checkpoint import encoder_config, read_checkpoint
 from lightning_bert.data.tokenizer import SPECIAL_TOKENS
-from lightning_bert.embeddings import POOLINGS
+from lightning_bert.eval.embeddings import POOLINGS
 from lightning_bert.errors import UserError
 from lightning_bert.hf.adapter import pair_head
 from lightning_bert.hf.registry import exporter

@@ -1,6 +1,6 @@
 """Offline sweep controller: run a W&B sweep YAML on this machine, no server needed.
 
-    python -m lightning_bert.sweep sweeps/sentence_task.yaml [--count N] [--dir DIR]
+    lightning-bert sweep sweeps/sentence_task.yaml [--count N] [--dir DIR]
 
 Suggestions come from the `sweeps` package (the grid/random/bayes code W&B runs); each trial
 runs the YAML's `command` as `wandb agent` would build it, with LIGHTNING_BERT_RUN_DIR set to
@@ -28,10 +28,11 @@ from typing import Any, Callable, Optional
 
 import yaml
 
+from lightning_bert.analysis.runs import STATE_FILE, read_summary
+from lightning_bert.args import SweepArgs, describe_schema, parse, required, run_main
 from lightning_bert.errors import UserError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-STATE_FILE = "sweep_state.json"
+REPO_ROOT = Path(__file__).resolve().parents[2]
 INTERRUPTED = "interrupted"  # its controller stopped mid-trial: the next start resumes it (run.resume=auto)
 METHODS = ("grid", "random", "bayes")
 DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
@@ -192,13 +193,6 @@ def _save_state(sweep_dir: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, sweep_dir / STATE_FILE)
 
 
-def _read_summary(run_dir: Path) -> dict[str, Any]:
-    try:
-        return json.loads((run_dir / "summary.json").read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def _load_state(sweep_dir: Path, spec: dict[str, Any], name: str, echo: Callable[[str], None]) -> dict[str, Any]:
     path = sweep_dir / STATE_FILE
     if not path.exists():
@@ -211,7 +205,7 @@ def _load_state(sweep_dir: Path, spec: dict[str, Any], name: str, echo: Callable
         raise SweepError(f"{sweep_dir} holds a sweep with other parameters or method; pass --dir for a new one")
     for trial in state["trials"]:
         if trial["state"] in ("running", "crashed"):  # its controller was stopped ("crashed": older state files)
-            summary = _read_summary(sweep_dir / "runs" / trial["id"])
+            summary = read_summary(sweep_dir / "runs" / trial["id"])
             done = summary.get("status") == "finished"
             trial.update(state="finished" if done else INTERRUPTED, metrics=summary.get("metrics", {}))
             echo(f"trial {trial['index']} {trial['id']} was left running by a stopped controller: "
@@ -240,7 +234,7 @@ def _run_trial(trial: dict[str, Any], cmd: list[str], sweep_dir: Path, name: str
             except subprocess.TimeoutExpired:
                 proc.kill()
             raise
-    summary = _read_summary(run_dir)
+    summary = read_summary(run_dir)
     ok = code == 0 and summary.get("status", "finished") == "finished"
     trial.update(state="finished" if ok else "failed", exit_code=code, duration_s=round(time.time() - start, 2),
                  metrics=summary.get("metrics", {}), best=summary.get("best", {}), log=str(log))
@@ -320,8 +314,6 @@ def run_sweep(sweep_file: str | Path, count: Optional[int] = None, out_dir: Opti
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    from lightning_bert.cli import SweepArgs, describe_schema, parse, required, run_main
-
     def body(args: list[str]) -> int:
         opts, _ = parse(SweepArgs, args, positional=("sweep_file",), section="sweep")
         sweep_file = required(opts.sweep_file, "sweep SWEEP_YAML [--count N] [--dir DIR]")
@@ -334,12 +326,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         counts = {s: sum(t["state"] == s for t in state["trials"]) for s in ("finished", "failed", INTERRUPTED)}
         sweep_dir = sweep_directory(sweep_file, opts.dir)
         print(f"sweep {state['name']}: " + ", ".join(f"{n} {s}" for s, n in counts.items()), flush=True)
-        print(f"sweep directory: {sweep_dir}\nreport: python -m lightning_bert.report {shlex.quote(str(sweep_dir))}",
+        print(f"sweep directory: {sweep_dir}\nreport: python -m lightning_bert report {shlex.quote(str(sweep_dir))}",
               flush=True)
         return 0
 
     return run_main(__doc__ or "", body, argv, lambda: describe_schema(SweepArgs))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

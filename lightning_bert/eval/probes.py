@@ -1,6 +1,6 @@
 """Cross-probe (ALBERT, Table 5): any checkpoint scored on held-out NSP pairs and held-out SOP pairs.
 
-    python -m lightning_bert.probes path/to/last.ckpt [data.path=...] [max_examples=N]
+    lightning-bert probe path/to/last.ckpt [data.path=...] [max_examples=N]
 
 One method for every checkpoint, whatever it was trained with: a linear probe (L2-regularised logistic
 regression) on the frozen encoder's last-layer [CLS] vector, the input of BERT's pooler. It is fit on
@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 from typing import Any, Optional
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_bert.data.datamodule import PretrainDataModule, collate
+from lightning_bert.args import ProbeArgs, describe_schema, parse, required, run_main
+from lightning_bert.data.batch import collate_pretraining
+from lightning_bert.data.datamodule import PretrainDataModule
 from lightning_bert.data.examples import build_examples, encode_example
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ def pair_batches(data: PretrainDataModule, examples: np.ndarray, batch_size: int
         items.append({"input_ids": enc["input_ids"], "token_type_ids": enc["token_type_ids"],
                       "attention_mask": np.ones(len(enc["input_ids"]), dtype=np.int64),
                       "sentence_label": np.int64(example["label"])})
-    return [collate(items[i:i + batch_size]) for i in range(0, len(items), batch_size)]
+    return [collate_pretraining(items[i:i + batch_size]) for i in range(0, len(items), batch_size)]
 
 
 def sentence_head(module: Any) -> Optional[torch.nn.Module]:
@@ -184,8 +185,6 @@ def format_result(out: dict[str, float]) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    from lightning_bert.cli import ProbeArgs, describe_schema, parse, required, run_main
-
     def body(args: list[str]) -> int:
         from tokenizers import Tokenizer
 
@@ -204,7 +203,3 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 0
 
     return run_main(__doc__ or "", body, argv, lambda: describe_schema(ProbeArgs))
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -1,7 +1,7 @@
 """GLUE fine-tuning of a pretrained encoder, "GLUE-sane" as in Cramming: one fixed hyperparameter set
 per task, N seeds, the median reported; plus the zero-shot sentence-embedding table.
 
-    python -m lightning_bert.finetune ckpt=runs/NAME/checkpoints/last.ckpt tasks=[sst2,mrpc] seeds=3 sts=true
+    lightning-bert finetune ckpt=runs/NAME/checkpoints/last.ckpt tasks=[sst2,mrpc] seeds=3 sts=true
 """
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import logging
 import math
 import random
 import statistics
-import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,12 +24,15 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from lightning_bert.args import describe_schema, parse, run_main
 from lightning_bert.checkpoint import load_pretrained, read_checkpoint
 from lightning_bert.model.encoder import BertEncoder
-from lightning_bert.config import ConfigError, check_range, check_choice
-from lightning_bert.errors import UserError
-from lightning_bert.glue import HF_GLUE, TASKS, TaskSpec, collate, encode, make_metrics, parse_downstream, read_task
+from lightning_bert.config import check_range, check_choice
+from lightning_bert.errors import ConfigError, UserError
+from lightning_bert.eval.glue import (HF_GLUE, TASKS, TaskSpec, collate_encoded, encode, make_metrics, parse_downstream,
+                                      read_task)
 from lightning_bert.model.heads import PairHead
+from lightning_bert.optim import build_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +85,6 @@ def load_config(argv: Sequence[str] = ()) -> FinetuneConfig:
     """Defaults <- `key=value` / `--key value` items (the first bare item is ckpt), through the CLI's one parser.
 
     Raises UserError (one line)."""
-    from lightning_bert.cli import parse
-
     cfg, _ = parse(FinetuneConfig, argv, positional=("ckpt",), section="finetune")
     if not cfg.ckpt:
         raise ConfigError("ckpt=PATH is required (a pretraining checkpoint, e.g. runs/NAME/checkpoints/last.ckpt)")
@@ -143,18 +143,7 @@ class GlueModule(L.LightningModule):
         self.metrics.reset()
 
     def configure_optimizers(self) -> Any:
-        decay = [p for n, p in self.named_parameters() if p.ndim >= 2 and "norm" not in n]
-        no_decay = [p for n, p in self.named_parameters() if not (p.ndim >= 2 and "norm" not in n)]
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}], lr=self.lr)
-
-        def schedule(step: int) -> float:  # linear warmup, then linear decay to 0 at total_steps
-            if step < self.warmup_steps:
-                return (step + 1) / self.warmup_steps
-            return max(0.0, (self.total_steps - step) / max(1, self.total_steps - self.warmup_steps))
-
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, schedule),
-                                                   "interval": "step"}}
+        return build_optimizer(self, self.lr, self.weight_decay, self.warmup_steps, self.total_steps)
 
 
 def _loader(features: list, labels: list, batch_size: int, seed: Optional[int]) -> DataLoader:
@@ -163,7 +152,7 @@ def _loader(features: list, labels: list, batch_size: int, seed: Optional[int]) 
         items.sort(key=lambda item: len(item[0][0]))
     return DataLoader(items, batch_size=batch_size, shuffle=seed is not None,
                       generator=torch.Generator().manual_seed(seed) if seed is not None else None,
-                      collate_fn=lambda b: collate([f for f, _ in b], [y for _, y in b]))
+                      collate_fn=lambda b: collate_encoded([f for f, _ in b], [y for _, y in b]))
 
 
 @contextlib.contextmanager
@@ -232,7 +221,7 @@ def initial_encoder(cfg: FinetuneConfig) -> tuple[BertEncoder, Any]:
 
 def run(cfg: FinetuneConfig) -> dict[str, Any]:
     """Load the checkpoint, fine-tune every task for every seed, optionally run the embedding table."""
-    from lightning_bert.embeddings import embedding_table, table_summary
+    from lightning_bert.eval.embeddings import embedding_table, inference_device, table_summary
 
     encoder, tokenizer = initial_encoder(cfg)
     pooler = pooler_for(cfg)
@@ -241,8 +230,7 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
     results = {t: finetune_task(encoder, tokenizer, TASKS[t], cfg, seeds, pooler) for t in cfg.tasks}
     summary, rows = summarize(results), []
     if cfg.sts:
-        use_gpu = cfg.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-        rows = embedding_table(encoder.to("cuda" if use_gpu else "cpu"), tokenizer, cfg.glue_dir)
+        rows = embedding_table(encoder.to(inference_device(cfg.accelerator)), tokenizer, cfg.glue_dir)
         summary.update(table_summary(rows))
     return {"ckpt": str(cfg.ckpt), "config": dataclasses.asdict(cfg), "seeds": list(seeds),
             "pooler": "pretrained" if pooler is not None else "fresh",
@@ -296,8 +284,6 @@ def format_table(out: dict[str, Any]) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from lightning_bert.cli import describe_schema, run_main
-
     def body(args: list[str]) -> int:
         cfg = load_config(args)
         out = run(cfg)
@@ -309,7 +295,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
 
     return run_main(__doc__ or "", body, argv, lambda: describe_schema(FinetuneConfig))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

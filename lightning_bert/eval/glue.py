@@ -163,7 +163,7 @@ def encode(tokenizer: Tokenizer, examples: Sequence[Example], max_length: int) -
     return out
 
 
-def collate(features: Sequence[tuple[list[int], list[int]]], labels: Optional[Sequence[Label]] = None) -> dict[str, Tensor]:
+def collate_encoded(features: Sequence[tuple[list[int], list[int]]], labels: Optional[Sequence[Label]] = None) -> dict[str, Tensor]:
     """Pad to the longest sequence in the batch (not max_length): short GLUE batches run much faster."""
     length = max(len(ids) for ids, _ in features)
     batch = {k: torch.full((len(features), length), PAD_ID, dtype=torch.long)

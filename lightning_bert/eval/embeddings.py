@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_bert.glue import collate, encode, read_task
+from lightning_bert.eval.glue import collate_encoded, encode, read_task
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def embed(encoder: nn.Module, tokenizer: Any, texts: Sequence[str], poolings: Se
     out = {how: torch.empty(len(texts), encoder.config.hidden_size) for how in poolings}
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
-        batch = {k: v.to(device) for k, v in collate([features[r] for r in rows]).items()}
+        batch = {k: v.to(device) for k, v in collate_encoded([features[r] for r in rows]).items()}
         hidden = encoder(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"]).float()
         for how in poolings:
             out[how][rows] = pool(hidden, batch["attention_mask"], how).cpu()
@@ -84,29 +84,50 @@ def sts_zero_shot(encoder: nn.Module, tokenizer: Any, pairs: Sequence[tuple[str,
     return spearman(_cosine(emb[0::2], emb[1::2]), torch.tensor(scores))
 
 
-def embedding_table(encoder: nn.Module, tokenizer: Any, glue_dir: str | Path, batch_size: int = 128,
-                    num_pairs: int = 2000, seed: int = 0) -> list[dict[str, Any]]:
-    """Rows {pooling, normalize, spearman, anisotropy} on STS-B dev for every pooling x normalisation."""
-    examples = read_task("stsb", "dev", glue_dir)
-    embs = embed(encoder, tokenizer, [s for a, b, _ in examples for s in (a, b)], POOLINGS, batch_size)
-    gold = torch.tensor([float(y) for _, _, y in examples])
+def inference_device(accelerator: str) -> str:
+    """Where a command embeds its evaluation sentences: the GPU when the accelerator allows and one is there."""
+    return "cuda" if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available() else "cpu"
+
+
+Variants = Callable[[str, Tensor], dict[str, Tensor]]  # (pooling, embeddings) -> {variant name: embeddings}
+
+
+def plain_and_l2(pooling: str, emb: Tensor) -> dict[str, Tensor]:
+    return {"none": emb, "l2": F.normalize(emb, dim=-1)}
+
+
+def sts_table(encoder: nn.Module, tokenizer: Any, dev: Sequence[tuple[str, str, Any]], variants: Variants = plain_and_l2,
+              batch_size: int = 128, max_length: int = 128, num_pairs: int = 2000, seed: int = 0) -> list[dict[str, Any]]:
+    """The STS table: rows {pooling, variant, spearman, anisotropy} on scored pairs `dev` (STS-B dev), for
+    every pooling and every variant of its embeddings (raw, L2, whitened, ...), from one encoder pass."""
+    embs = embed(encoder, tokenizer, [s for a, b, _ in dev for s in (a, b)], POOLINGS, batch_size, max_length)
+    gold = torch.tensor([float(y) for *_, y in dev], dtype=torch.float64)
     rows = []
     for how, emb in embs.items():
-        for normalize in (False, True):
-            e = F.normalize(emb, dim=-1) if normalize else emb
-            generator = torch.Generator().manual_seed(seed)  # same pairs in every row
-            rows.append({"pooling": how, "normalize": normalize,
-                         "spearman": spearman(_cosine(e[0::2], e[1::2]), gold),
+        for variant, e in variants(how, emb).items():
+            generator = torch.Generator().manual_seed(seed)  # the same random pairs in every row
+            rows.append({"pooling": how, "variant": variant, "spearman": spearman(_cosine(e[0::2], e[1::2]), gold),
                          "anisotropy": anisotropy(e, num_pairs, generator)})
-            log.info("sts %s%s: spearman %.4f anisotropy %.4f", how, "_norm" if normalize else "",
-                     rows[-1]["spearman"], rows[-1]["anisotropy"])
+            log.info("sts %s/%s: spearman %.4f anisotropy %.4f", how, variant, rows[-1]["spearman"],
+                     rows[-1]["anisotropy"])
     return rows
 
 
-def table_summary(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
-    """Summary keys sts/<pooling>[_norm]/spearman and .../anisotropy."""
-    out = {}
+def embedding_table(encoder: nn.Module, tokenizer: Any, glue_dir: str | Path, batch_size: int = 128,
+                    num_pairs: int = 2000, seed: int = 0) -> list[dict[str, Any]]:
+    """The zero-shot table on STS-B dev for every pooling, raw and L2-normalised (`normalize`: variant l2)."""
+    rows = sts_table(encoder, tokenizer, read_task("stsb", "dev", glue_dir), plain_and_l2, batch_size,
+                     num_pairs=num_pairs, seed=seed)
+    return [{**row, "normalize": row["variant"] == "l2"} for row in rows]
+
+
+SUFFIXES = {"none": "", "l2": "_norm", "whiten": "_whiten"}  # variant -> summary key suffix
+
+
+def table_summary(rows: Sequence[dict[str, Any]], when: str = "") -> dict[str, float]:
+    """Summary keys sts/<pooling>[_norm|_whiten]/spearman[_<when>] and .../anisotropy[_<when>]."""
+    out, tail = {}, f"_{when}" if when else ""
     for row in rows:
-        key = f"sts/{row['pooling']}{'_norm' if row['normalize'] else ''}"
-        out[f"{key}/spearman"], out[f"{key}/anisotropy"] = row["spearman"], row["anisotropy"]
+        key = f"sts/{row['pooling']}{SUFFIXES[row['variant']]}"
+        out[f"{key}/spearman{tail}"], out[f"{key}/anisotropy{tail}"] = row["spearman"], row["anisotropy"]
     return out

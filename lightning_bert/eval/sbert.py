@@ -1,6 +1,6 @@
 """Sentence-BERT training: a siamese bi-encoder on a pretrained encoder, with BERT-whitening.
 
-    python -m lightning_bert.sbert ckpt=runs/NAME/checkpoints/last.ckpt [loss=cosent] [pooling=mean] [whiten=true]
+    lightning-bert sbert ckpt=runs/NAME/checkpoints/last.ckpt [loss=cosent] [pooling=mean] [whiten=true]
 
 Losses: CoSENT (default) or cosine-similarity MSE on scored pairs (STS-B train, or train_file), and SBERT's
 softmax classifier over (u, v, |u-v|) on labelled pairs (train_file TSV/JSONL, a local GLUE pair task, or an
@@ -17,9 +17,7 @@ import csv
 import json
 import logging
 import random
-import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -28,10 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_bert.cli import describe_schema, parse, run_main
+from lightning_bert.args import describe_schema, parse, run_main
 from lightning_bert.config import LoggerConfig, check_choice, check_range
-from lightning_bert.embeddings import POOLINGS, _cosine, anisotropy, embed, pool
+from lightning_bert.eval.embeddings import (POOLINGS, embed, inference_device, plain_and_l2, pool, sts_table,
+                                           table_summary)
 from lightning_bert.errors import UserError
+from lightning_bert.optim import build_optimizer
 
 log = logging.getLogger(__name__)
 LOSSES = ("cosent", "cosine_mse", "softmax")
@@ -162,7 +162,7 @@ def read_nli(name: str) -> list[Pair]:
 
 
 def training_pairs(cfg: SBertConfig) -> list[Pair]:
-    from lightning_bert.glue import read_task
+    from lightning_bert.eval.glue import read_task
 
     if cfg.train_file:
         pairs = read_pairs_file(cfg.train_file)
@@ -223,20 +223,8 @@ def lightning_module(model: SBertModule, total_steps: int) -> Any:
             return loss
 
         def configure_optimizers(self) -> Any:
-            params = list(self.model.named_parameters())
-            decay = [p for n, p in params if p.ndim >= 2 and "norm" not in n]
-            rest = [p for n, p in params if not (p.ndim >= 2 and "norm" not in n)]
-            opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                     {"params": rest, "weight_decay": 0.0}], lr=cfg.lr)
-            warmup = int(cfg.warmup_ratio * total_steps)
-
-            def factor(step: int) -> float:
-                if step < warmup:
-                    return (step + 1) / warmup
-                return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-            schedule = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+            return build_optimizer(self.model, cfg.lr, cfg.weight_decay, int(cfg.warmup_ratio * total_steps),
+                                   total_steps)
 
     return Module()
 
@@ -245,7 +233,7 @@ def pair_loader(pairs: list[Pair], tokenizer: Any, max_length: int, batch_size: 
                 labels: Optional[dict[Any, int]]) -> Any:
     from torch.utils.data import DataLoader
 
-    from lightning_bert.glue import collate, encode
+    from lightning_bert.eval.glue import collate_encoded, encode
 
     left = encode(tokenizer, [(a, None, 0) for a, _, _ in pairs], max_length)
     right = encode(tokenizer, [(b, None, 0) for _, b, _ in pairs], max_length)
@@ -253,7 +241,7 @@ def pair_loader(pairs: list[Pair], tokenizer: Any, max_length: int, batch_size: 
 
     def collate_pairs(items: list) -> tuple:
         a, b, y = zip(*items)
-        return collate(list(a)), collate(list(b)), torch.tensor(y, dtype=torch.long if labels else torch.float)
+        return collate_encoded(list(a)), collate_encoded(list(b)), torch.tensor(y, dtype=torch.long if labels else torch.float)
 
     return DataLoader(list(zip(left, right, targets)), batch_size=batch_size, shuffle=True, drop_last=True,
                       generator=torch.Generator().manual_seed(seed), collate_fn=collate_pairs)
@@ -265,35 +253,15 @@ def pair_loader(pairs: list[Pair], tokenizer: Any, max_length: int, batch_size: 
 def evaluate(encoder: nn.Module, tokenizer: Any, dev: Sequence[tuple[str, str, float]], fit_sentences: Sequence[str],
              cfg: SBertConfig, max_length: int) -> list[dict[str, Any]]:
     """Rows {pooling, variant (none | l2 | whiten), spearman, anisotropy} on STS-B dev for every pooling."""
-    from torchmetrics.regression import SpearmanCorrCoef
-
-    embs = embed(encoder, tokenizer, [s for a, b, _ in dev for s in (a, b)], POOLINGS, max_length=max_length)
     fitted = embed(encoder, tokenizer, fit_sentences, POOLINGS, max_length=max_length) if cfg.whiten else {}
-    gold = torch.tensor([float(y) for *_, y in dev], dtype=torch.float64)
-    rows = []
-    for how, emb in embs.items():
-        variants = {"none": emb, "l2": F.normalize(emb, dim=-1)}
+
+    def variants(pooling: str, emb: Tensor) -> dict[str, Tensor]:
+        out = plain_and_l2(pooling, emb)
         if cfg.whiten:
-            variants["whiten"] = Whitening.fit(fitted[how], cfg.whiten_dims)(emb)
-        for variant, e in variants.items():
-            with warnings.catch_warnings():  # "keeps all predictions": 1500 pairs
-                warnings.filterwarnings("ignore", ".*will save all targets and predictions.*")
-                metric = SpearmanCorrCoef()
-            metric.update(_cosine(e[0::2], e[1::2]), gold)
-            generator = torch.Generator().manual_seed(cfg.seed)  # the same random pairs in every row
-            rows.append({"pooling": how, "variant": variant, "spearman": float(metric.compute()),
-                         "anisotropy": anisotropy(e, cfg.eval_pairs, generator)})
-    return rows
+            out["whiten"] = Whitening.fit(fitted[pooling], cfg.whiten_dims)(emb)
+        return out
 
-
-def summary_keys(rows: Sequence[dict[str, Any]], when: str) -> dict[str, float]:
-    """sts/<pooling>[_norm|_whiten]/{spearman,anisotropy}_<when>."""
-    suffix = {"none": "", "l2": "_norm", "whiten": "_whiten"}
-    out = {}
-    for r in rows:
-        key = f"sts/{r['pooling']}{suffix[r['variant']]}"
-        out[f"{key}/spearman_{when}"], out[f"{key}/anisotropy_{when}"] = r["spearman"], r["anisotropy"]
-    return out
+    return sts_table(encoder, tokenizer, dev, variants, max_length=max_length, num_pairs=cfg.eval_pairs, seed=cfg.seed)
 
 
 def format_table(rows_before: Sequence[dict], rows_after: Sequence[dict]) -> str:
@@ -313,7 +281,7 @@ def run(cfg: SBertConfig) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
     from lightning_bert.checkpoint import load_pretrained, read_checkpoint
-    from lightning_bert.glue import read_task
+    from lightning_bert.eval.glue import read_task
     from lightning_bert.model.encoder import init_weights
     from lightning_bert.runrecord import ResumableCSVLogger
     from lightning_bert.tracking import wandb_logger
@@ -337,8 +305,7 @@ def run(cfg: SBertConfig) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     config = {"sbert": OmegaConf.to_container(OmegaConf.structured(cfg)), "pretraining": OmegaConf.to_container(pre_cfg)}
     OmegaConf.save(OmegaConf.create(config), run_dir / "config.yaml")
-    use_gpu = cfg.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-    device = "cuda" if use_gpu else "cpu"
+    device = inference_device(cfg.accelerator)
     before = evaluate(encoder.to(device), tokenizer, dev, fit_sentences, cfg, max_length)
     log.info("zero-shot STS-B dev (%s): %s", cfg.pooling,
              ", ".join(f"{r['pooling']}/{r['variant']} {r['spearman']:.4f}" for r in before))
@@ -362,7 +329,7 @@ def run(cfg: SBertConfig) -> dict[str, Any]:
     trainer.fit(lightning_module(model, total), loader)
     after = evaluate(encoder.to(device), tokenizer, dev, fit_sentences, cfg, max_length)
 
-    metrics = {**summary_keys(before, "before"), **summary_keys(after, "after")}
+    metrics = {**table_summary(before, "before"), **table_summary(after, "after")}
     summary = {"status": "finished", "metrics": metrics, "trained_pooling": cfg.pooling, "loss": cfg.loss,
                "train_pairs": len(pairs), "global_step": trainer.global_step, "run_dir": str(run_dir),
                "table": {"before": before, "after": after}}
@@ -394,7 +361,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
 
     return run_main(__doc__ or "", body, argv, lambda: describe_schema(SBertConfig))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Evaluation of pretrained encoders: NSP/SOP probes, GLUE fine-tuning, sentence embeddings, Sentence-BERT."""
