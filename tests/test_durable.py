@@ -40,22 +40,22 @@ def leftovers(directory: Path) -> list[str]:
 
 def test_kill_9_in_the_middle_of_a_save_keeps_the_last_good_checkpoint(tiny_overrides: list[str], tmp_path: Path,
                                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    """SIGKILL with half of the step-4 checkpoint written: last.ckpt is still step 2's, whole; the resumed run
+    """SIGKILL with half of the step-2 checkpoint written: last.ckpt is still step 1's, whole; the resumed run
     removes the torn temp file and finishes."""
     from lightning_bert.cli import train_main
 
-    overrides = tiny_overrides + ["trainer.max_steps=4", "trainer.checkpoint_every_n_steps=2", "eval.probes=false",
+    overrides = tiny_overrides + ["trainer.max_steps=2", "trainer.checkpoint_every_n_steps=1", "eval.probes=false",
                                   "run.name=cut"]
     proc = subprocess.run([sys.executable, "train.py", *overrides], cwd=REPO, capture_output=True, text=True,
                           timeout=300, env={**os.environ, "WANDB_MODE": "offline", KILL_IN_SAVE_ENV: "2"})
     assert proc.returncode == -9, proc.stderr[-2000:]
     ckpts = tmp_path / "runs" / "cut" / "checkpoints"
-    assert step_of(ckpts / "last.ckpt") == 2
+    assert step_of(ckpts / "last.ckpt") == 1
     torn = leftovers(ckpts)
     assert len(torn) == 1 and torn[0].startswith(".last.ckpt.tmp-")  # the half-written save, nothing else
     code, err = call_main(capsys, train_main, overrides + ["run.resume=auto"])
     assert code == 0, err[-2000:]
-    assert leftovers(ckpts) == [] and step_of(ckpts / "last.ckpt") == 4 and step_of(ckpts / "last.previous.ckpt") == 2
+    assert leftovers(ckpts) == [] and step_of(ckpts / "last.ckpt") == 2 and step_of(ckpts / "last.previous.ckpt") == 1
     assert not (tmp_path / "runs" / "cut" / "run.lock").exists()
 
 
