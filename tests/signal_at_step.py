@@ -1,7 +1,6 @@
-"""Test driver: `python tests/signal_at_step.py KILL|INT|TERM|USR1 STEP [overrides]` trains like train.py and,
-once global step STEP has finished, either SIGKILLs its whole process group (DDP ranks included: a node
-failure, nothing flushed or saved on the way out) or sends itself SIGINT (Ctrl-C), SIGTERM or SIGUSR1
-(a scheduler's preemption notice). The step is chosen,
+"""Test driver: `python tests/signal_at_step.py KILL|INT STEP [overrides]` trains like train.py and, once
+global step STEP has finished, either SIGKILLs its whole process group (DDP ranks included: a node
+failure, nothing flushed or saved on the way out) or sends itself SIGINT (Ctrl-C). The step is chosen,
 not raced against a timer, so the tests built on it are deterministic."""
 import os
 import signal
@@ -21,7 +20,7 @@ def on_train_batch_end(self, outputs, batch, batch_idx):  # noqa: ANN001, ANN202
     if self.global_step == AT_STEP:
         if KIND == "KILL":
             os.killpg(0, signal.SIGKILL)
-        os.kill(os.getpid(), getattr(signal, f"SIG{KIND}"))
+        os.kill(os.getpid(), signal.SIGINT)
 
 
 PretrainModule.on_train_batch_end = on_train_batch_end
