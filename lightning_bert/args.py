@@ -35,10 +35,11 @@ def setup_logging(level: int = logging.INFO) -> None:
 
 
 def fail(err: BaseException) -> int:
-    """The one error path: `error: <first line>` on stderr, exit status 2."""
+    """The one error path: `error: <first line>` on stderr, exit status 2 (or the error's own exit_code:
+    a preempted run exits 128 + the signal number, so schedulers requeue it)."""
     text = str(err).strip().splitlines()
     print(f"error: {text[0] if text else type(err).__name__}", file=sys.stderr)
-    return 2
+    return getattr(err, "exit_code", 2)
 
 
 def run_main(doc: str, body: Callable[[list[str]], Optional[int]], argv: Optional[Sequence[str]],

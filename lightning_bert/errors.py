@@ -12,3 +12,12 @@ class Diverged(UserError):
 
 class ConfigError(UserError):
     """A bad config key, type or value (the pretraining config or a command's options)."""
+
+
+class Preempted(UserError):
+    """SIGTERM or SIGUSR1 (a scheduler's notice): the run saved its checkpoint and stops with `exit_code`
+    (128 + the signal number, as a shell reports a process killed by it) so that schedulers requeue it."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code

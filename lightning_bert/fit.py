@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import time
 import warnings
 from contextlib import contextmanager
@@ -13,18 +14,22 @@ from typing import Any, Iterator, Optional
 import lightning.pytorch as pl
 import numpy as np
 from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint
+from lightning.pytorch.plugins.environments import SLURMEnvironment
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from lightning_bert.analysis.curves import plot_curves
 from lightning_bert.analysis.runs import read_run_dir
 from lightning_bert.config import to_dict
 from lightning_bert.data.datamodule import PretrainDataModule
-from lightning_bert.errors import Diverged, UserError
-from lightning_bert.launch import agree, in_turns
+from lightning_bert.checkpoint_io import DurableCheckpointIO
+from lightning_bert.durable import CannotWrite, remove_stale_temps
+from lightning_bert.errors import Diverged, Preempted, UserError
+from lightning_bert.launch import agree, in_turns, job_owner
 from lightning_bert.pretrain import PretrainModule
 from lightning_bert.progress import pretrain_progress_bar
-from lightning_bert.resume import check_resume_config
-from lightning_bert.checkpoint import read_checkpoint
+from lightning_bert.resume import check_resume_config, check_same_data, resume_checkpoint
+from lightning_bert.runlock import acquire
 from lightning_bert.runrecord import ResumableCSVLogger, RunRecorder, trim_metrics
 from lightning_bert.tracking import wandb_logger
 
@@ -69,18 +74,39 @@ def run_dir_for_child_processes(run_dir: Path) -> Iterator[None]:
             os.environ["LIGHTNING_BERT_RUN_DIR"] = before
 
 
-def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> Optional[Path]:
-    if cfg.run.resume == "none":
-        if (run_dir / "checkpoints" / "last.ckpt").is_file():  # never train over a run's work by accident
-            raise UserError(f"{run_dir} already holds a run; continue it with run.resume=auto or pick another run.name")
-        return None
-    if cfg.run.resume == "auto":
-        last = run_dir / "checkpoints" / "last.ckpt"
-        return last if last.is_file() else None
-    path = Path(cfg.run.resume).expanduser()
-    if not path.is_file():
-        raise UserError(f"run.resume={path}: no such checkpoint; use none, auto or a .ckpt path")
-    return path
+@contextmanager
+def preemption_signals() -> Iterator[list[int]]:
+    """SIGUSR1 (SLURM's `--signal=USR1@T` notice) takes SIGTERM's path: Lightning stops at the next step
+    boundary, KeepGoodCheckpoint saves, and run() exits 128 + the signal. Yields the notice received."""
+    received: list[int] = []
+
+    def on_usr1(signum: int, frame: Any) -> None:
+        received.append(signum)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.signal(signal.SIGUSR1, on_usr1)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGUSR1, before)
+
+
+def check_trainable(cfg: DictConfig, data: PretrainDataModule) -> None:
+    """Stop before training, naming the cause, when the run would train nothing or validate on nothing
+    (Lightning would report such a run as finished)."""
+    t = cfg.trainer
+    if data.corpus is not None and data.corpus.num_tokens == 0:
+        raise UserError("the corpus has no tokens left after normalisation and sentence splitting; check data.path "
+                        "and data.format")
+    if data.train_set is not None:
+        per_step = t.batch_size * t.accumulate_grad_batches * t.devices * t.num_nodes
+        if len(data.train_set) < per_step:
+            raise UserError(f"one step takes {per_step} examples (trainer.batch_size x accumulate_grad_batches x "
+                            f"devices x num_nodes) but the training set has {len(data.train_set)}: nothing would "
+                            "train; lower trainer.batch_size or use more data")
+    if data.val_set is not None and len(data.val_set) == 0 and t.limit_val_batches != 0:
+        raise UserError(f"the {len(data.valid_ids)} held-out documents give no validation examples; raise "
+                        "data.valid_fraction or data.max_documents (or set trainer.limit_val_batches=0)")
 
 
 def share_cpu_threads(cfg: DictConfig) -> None:
@@ -112,10 +138,10 @@ def planned_steps(cfg: DictConfig, data: PretrainDataModule) -> tuple[int, int]:
 
 
 class KeepGoodCheckpoint(OnExceptionCheckpoint):
-    """Save on Ctrl-C or a crash, but never over the last good checkpoint with diverged weights."""
+    """Save on Ctrl-C, SIGTERM or a crash, but never diverged weights, nor again after a failed write."""
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        if not isinstance(exception, Diverged):
+        if not isinstance(exception, (Diverged, CannotWrite)):
             super().on_exception(trainer, pl_module, exception)
 
 
@@ -137,11 +163,22 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     check_downstream(cfg.eval)  # a bad eval.glue_dir or task fails now, not after pretraining
     run_dir = Path(agree(lambda: str(resolve_run_dir(cfg))))  # torchrun: every process, one directory
-    ckpt_path = resume_checkpoint(cfg, run_dir)
+    lock = acquire(run_dir, is_owner=job_owner())  # one run per directory; this job's ranks share it
+    try:
+        return _train(cfg, run_dir)
+    finally:
+        lock.release()
+
+
+def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    ckpt_dir = run_dir / "checkpoints"
+    if ckpt_dir.is_dir() and job_owner():
+        remove_stale_temps(ckpt_dir)
+    resumed = resume_checkpoint(cfg, run_dir)
+    ckpt_path, ckpt = resumed if resumed else (None, None)
     cfg.run.name = cfg.run.name or run_dir.name
     resume_step = 0
-    if ckpt_path:  # a bad file or a changed config fails before data work
-        ckpt = read_checkpoint(ckpt_path)
+    if ckpt is not None:  # a bad file or a changed config fails before data work
         check_resume_config(ckpt["hyper_parameters"]["config"], cfg, cfg.run.resume_force)
         resume_step = ckpt["global_step"]
     pl.seed_everything(cfg.run.seed, workers=True, verbose=False)
@@ -153,8 +190,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
         init = init_from(cfg)
     data = PretrainDataModule(cfg, tokenizer=init.tokenizer if init else None)
+    if ckpt is not None:  # the tokenizer the run trained with, never a new training of it
+        data.use_tokenizer(ckpt["tokenizer"])
     # Before Lightning's DDP ranks start; under torchrun in turns, every rank using rank 0's tokenizer.
     in_turns(data.setup, share=lambda: data.tokenizer.to_str(), receive=data.use_tokenizer)
+    if ckpt is not None:
+        check_same_data(ckpt.get(type(data).__qualname__, {}).get("cache", {}), data.cache_record(),
+                        cfg.run.resume_force)
+    check_trainable(cfg, data)
     config = to_dict(cfg)
     model = PretrainModule(config, data.vocab_size, data.tokenizer.to_str())
     model.schedule_steps, step_cap = planned_steps(cfg, data)
@@ -176,21 +219,35 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             record.wandb = {"id": wandb.experiment.id, "mode": wandb.experiment.settings.mode}
 
     t = cfg.trainer
-    ckpt_dir = run_dir / "checkpoints"
+    # Lightning's SLURM auto-requeue would save hpc_ckpt_N.ckpt beside (not as) the run's checkpoint and
+    # call scontrol itself; instead the run exits 143/138 and the job script or scheduler requeues it.
+    plugins: list[Any] = [DurableCheckpointIO()] + ([SLURMEnvironment(auto_requeue=False)]
+                                                    if SLURMEnvironment.detect() else [])
     trainer = pl.Trainer(
         # accumulation and clipping happen in PretrainModule (manual optimisation: exact accumulation)
         max_steps=step_cap, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
         strategy=t.strategy, precision=t.precision, val_check_interval=t.val_check_interval,
         check_val_every_n_epoch=None, limit_val_batches=t.limit_val_batches, log_every_n_steps=t.log_every_n_steps,
         logger=loggers, enable_model_summary=False, num_sanity_val_steps=0, use_distributed_sampler=False,
+        plugins=plugins,
         callbacks=[ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
                                    every_n_train_steps=t.checkpoint_every_n_steps),
                    KeepGoodCheckpoint(dirpath=ckpt_dir, filename="last"), record, pretrain_progress_bar()])
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
-    with run_dir_for_child_processes(run_dir):
-        trainer.fit(model, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
-    trainer.save_checkpoint(ckpt_dir / "last.ckpt")  # the final state, whatever the save interval
+    try:
+        with run_dir_for_child_processes(run_dir), preemption_signals() as notice:
+            trainer.fit(model, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
+        trainer.save_checkpoint(ckpt_dir / "last.ckpt")  # the final state, whatever the save interval
+    except SIGTERMException:  # Lightning's SystemExit(None) would exit 0: a scheduler must see a stop
+        signum = notice[0] if notice else signal.SIGTERM
+        name = signal.Signals(signum).name
+        record.write("interrupted", {k: float(v) for k, v in trainer.callback_metrics.items()}, error=f"stopped by {name}")
+        raise Preempted(f"stopped by {name} at step {trainer.global_step}, checkpoint saved; continue with "
+                        f"run.name={run_dir.name} run.resume=auto", 128 + signum) from None
+    except CannotWrite as err:
+        record.write("failed", {k: float(v) for k, v in trainer.callback_metrics.items()}, error=str(err))
+        raise
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if trainer.global_rank == 0:

@@ -64,3 +64,8 @@ def in_turns(prepare: Callable[[], None], share: Optional[Callable[[], Any]] = N
             dist.broadcast_object_list(value, src=0)
             if rank != 0 and receive is not None:
                 receive(value[0])
+
+
+def job_owner() -> bool:
+    """This process speaks for its job: not one of the ranks an external launcher started beside rank 0."""
+    return not externally_launched() or os.environ.get("RANK") == "0"

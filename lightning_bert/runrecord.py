@@ -21,6 +21,8 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from lightning_bert.durable import CannotWrite, atomic_write_text
+
 log = logging.getLogger(__name__)
 LOWER_IS_BETTER = ("loss", "perplexity")
 
@@ -69,9 +71,10 @@ class RunRecorder(pl.Callback):
                    "run_dir": str(self.run_dir), "wandb": self.wandb}
         if error:
             summary["error"] = error
-        tmp = self.run_dir / "summary.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2, sort_keys=True))
-        os.replace(tmp, self.run_dir / "summary.json")
+        try:  # durable and whole; a full disk must not hide the error being recorded
+            atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2, sort_keys=True))
+        except CannotWrite as err:
+            log.warning("the run record is not updated: %s", err)
         return summary
 
 

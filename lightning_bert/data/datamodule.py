@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lightning_bert.data.batch import collate_pretraining
-from lightning_bert.data.cache import TokenizedCorpus, document_count, tokenized_corpus
+from lightning_bert.data.cache import TokenizedCorpus, cache_record, document_count, tokenized_corpus
 from lightning_bert.data.canonical import EVAL_BATCH_SIZE, CanonicalSet, canonical_examples, token_characters
 from lightning_bert.data.corpus import DocumentSource, builtin_source, file_source, hf_source
 from lightning_bert.data.examples import build_examples, encode_example
@@ -58,6 +58,9 @@ def split_documents(num_documents: int, valid_fraction: float) -> tuple[np.ndarr
     if num_documents < 3:
         raise UserError(f"the corpus has {num_documents} document(s); at least 3 are needed (2 held out)")
     num_valid = max(2, round(valid_fraction * num_documents))
+    if num_valid >= num_documents:
+        raise UserError(f"data.valid_fraction={valid_fraction} holds out {num_valid} of the {num_documents} documents: "
+                        "none is left to train on; lower it or use more documents")
     start = int(np.random.default_rng(SPLIT_SEED).integers(0, num_documents - num_valid + 1))
     ids = np.arange(num_documents)
     return np.concatenate([ids[:start], ids[start + num_valid:]]), ids[start:start + num_valid]
@@ -269,17 +272,23 @@ class PretrainDataModule(pl.LightningDataModule):
         return DataLoader(self.canonical_set, batch_size=EVAL_BATCH_SIZE, collate_fn=collate_pretraining,
                           sampler=list(range(rank, len(self.canonical_set), world)))
 
-    def state_dict(self) -> dict[str, int]:
+    def cache_record(self) -> dict[str, Any]:
+        """The token cache this run trains on (sizes, digests, documents): a resumed run must find the same."""
+        return cache_record(self.corpus.path) if self.corpus is not None and self.corpus.path else {}
+
+    def state_dict(self) -> dict[str, Any]:
         """Saved in every checkpoint: the epoch and the batches of it already trained, so a resumed run
-        continues with the next batch of the same permutation instead of restarting the epoch."""
+        continues with the next batch of the same permutation instead of restarting the epoch; and the
+        record of the token cache, which pins the data a resumed run may continue on."""
         trainer = self.trainer
         if trainer is None:
             return {}
         return {"epoch": trainer.current_epoch,
-                "batches": trainer.fit_loop.epoch_loop.batch_progress.current.processed}
+                "batches": trainer.fit_loop.epoch_loop.batch_progress.current.processed,
+                "cache": self.cache_record()}
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self._resume_position = dict(state)
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._resume_position = {k: state[k] for k in ("epoch", "batches") if k in state}
 
 
 class ResumableSampler(DistributedSampler):

@@ -7,13 +7,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
+from lightning_bert.durable import atomic_write_text
 from lightning_bert.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -130,16 +130,18 @@ def tokenizer_for(documents: Iterable[str], corpus_key: str, kind: str, vocab_si
     settings = json.dumps([corpus_key, kind, vocab_size, lowercase, min_frequency, MAX_WORD_CHARS])
     path = cache_dir / f"tokenizer-{hashlib.sha256(settings.encode()).hexdigest()[:16]}.json"
     if path.is_file():
-        log.info("reusing tokenizer %s", path)
-        return Tokenizer.from_file(str(path))
+        try:
+            tok = Tokenizer.from_file(str(path))
+            log.info("reusing tokenizer %s", path)
+            return tok
+        except Exception as err:  # noqa: BLE001 - a torn or damaged cache file: train it again
+            log.warning("the cached tokenizer %s is unreadable (%s): training it again", path, str(err).splitlines()[0])
     if length is None and hasattr(documents, "__len__"):
         length = len(documents)  # type: ignore[arg-type]
     log.info("training %s tokenizer (vocab %d) on %s documents", kind, vocab_size, length or "the")
     tok = train_tokenizer(kind, documents, vocab_size, lowercase, min_frequency, length)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")  # one temporary file per process: ranks never share one
-    tok.save(str(tmp))
-    tmp.replace(path)  # atomic: a crash never leaves half a tokenizer behind
+    atomic_write_text(path, tok.to_str())  # a crash never leaves half a tokenizer behind
     # Return what later runs will load: Unigram scores change in the last digits on a JSON round trip,
     # and the token cache is keyed by the tokenizer's JSON.
     return Tokenizer.from_file(str(path))
