@@ -52,7 +52,7 @@ def init_from(cfg: DictConfig) -> Any:
     decided = {"num_layers": enc["num_layers"], "hidden_size": enc["hidden_size"], "num_heads": enc["num_heads"],
                "intermediate_size": enc["intermediate_size"],
                "embedding_size": enc.get("embedding_size") if enc.get("embedding_size") != enc["hidden_size"] else None,
-               "share_layers": enc.get("share_layers", "none"), "norm": enc.get("norm", "post"),
+               "share_layers": enc.get("share_layers", "none"), "norm_position": enc.get("norm_position", "post"),
                "attention": enc.get("attention", "absolute")}
     for key in ("position_biased_input", "max_relative_positions", "position_buckets", "share_att_key",
                 "pos_att_type"):  # attention-kind details (DeBERTa, XLNet) where the directory has them

@@ -36,9 +36,9 @@ def layout(cfg: EncoderConfig) -> str:
     if cfg.share_layers in ("attention", "ffn"):
         raise UserError(f"model.share_layers={cfg.share_layers} has no exact transformers layout "
                         "(ALBERT shares whole layers only: use none or all)")
-    if cfg.norm == "pre":
+    if cfg.norm_position == "pre":
         if cfg.embedding_dim != cfg.hidden_size or cfg.share_layers != "none":
-            raise UserError("model.norm=pre with embedding_size or share_layers has no exact transformers layout "
+            raise UserError("model.norm_position=pre with embedding_size or share_layers has no exact transformers layout "
                             "(RobertaPreLayerNorm has neither)")
         return "roberta-prelayernorm"
     return "albert" if cfg.embedding_dim != cfg.hidden_size or cfg.share_layers == "all" else "bert"
@@ -87,7 +87,7 @@ def encoder_kwargs(hf: dict[str, Any]) -> dict[str, Any]:
         out.update(embedding_size=hf.get("embedding_size", 128),
                    share_layers="all" if groups == 1 and out["num_layers"] > 1 else "none")
     elif kind == "roberta-prelayernorm":
-        out.update(norm="pre", max_position_embeddings=out["max_position_embeddings"] - hf.get("pad_token_id", 1) - 1)
+        out.update(norm_position="pre", max_position_embeddings=out["max_position_embeddings"] - hf.get("pad_token_id", 1) - 1)
     return out
 
 

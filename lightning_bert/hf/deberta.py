@@ -24,8 +24,8 @@ def check(cfg: EncoderConfig) -> None:
     """A one-line UserError for a config DebertaV2 cannot compute exactly."""
     if cfg.attention != "disentangled":
         raise UserError(f"model.attention={cfg.attention} has no DeBERTa layout (see hf/bert.py, hf/xlnet.py)")
-    if cfg.norm != "post":
-        raise UserError("model.norm=pre has no DeBERTa layout (DebertaV2 is post-LN)")
+    if cfg.norm_position != "post":
+        raise UserError("model.norm_position=pre has no DeBERTa layout (DebertaV2 is post-LN)")
     if cfg.embedding_dim != cfg.hidden_size:
         raise UserError("model.embedding_size has no exact DeBERTa layout (DebertaV2 projects before its LayerNorm)")
 

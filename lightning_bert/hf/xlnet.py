@@ -35,8 +35,8 @@ def check(cfg: EncoderConfig) -> None:
     """A one-line UserError for a config XLNet cannot compute exactly."""
     if cfg.attention != "relative":
         raise UserError(f"model.attention={cfg.attention} has no XLNet layout (see hf/bert.py, hf/deberta.py)")
-    if cfg.norm != "post":
-        raise UserError("model.norm=pre has no XLNet layout (XLNet is post-LN)")
+    if cfg.norm_position != "post":
+        raise UserError("model.norm_position=pre has no XLNet layout (XLNet is post-LN)")
     if cfg.position_biased_input:
         raise UserError("model.position_biased_input=true has no XLNet layout (XLNet has relative positions only)")
 
