@@ -28,7 +28,7 @@ from lightning_bert.pretrain import PretrainModule
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 LAYOUTS = {"bert+nsp": ["objective.sentence=nsp"], "albert+sop (shared, E=32)": [
     "objective.sentence=sop", "model.embedding_size=32", "model.share_layers=all", "model.num_layers=3"],
-    "pre-LN": ["model.norm=pre"], "deberta (+EMD dropped)": ["experiment=deberta", "tokenizer.kind=wordpiece"],
+    "pre-LN": ["model.norm_position=pre"], "deberta (+EMD dropped)": ["experiment=deberta", "tokenizer.kind=wordpiece"],
     "xlnet": ["experiment=xlnet"]}
 SMALL = ["model.hidden_size=64", "model.intermediate_size=128", "data.max_seq_length=128", "logger.wandb.mode=disabled"]
 

@@ -1,6 +1,7 @@
 """Build the encoder from a config, and load a pretrained encoder + tokenizer from a checkpoint."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -14,18 +15,21 @@ from lightning_bert.model.encoder import BertEncoder
 
 
 def encoder_config(cfg: DictConfig, vocab_size: int) -> EncoderConfig:
-    """The encoder's dimensions from the `model` section (size preset + overrides)."""
+    """The encoder's config from the run config: every `model` field, the vocabulary, and position
+    rows for the longest sequence."""
     model = ModelConfig(**OmegaConf.to_container(cfg.model))  # a plain dict when read back from a checkpoint
-    layers, hidden, heads, ffn = model.dims()
-    return EncoderConfig(vocab_size=vocab_size, hidden_size=hidden, num_layers=layers, num_heads=heads,
-                         intermediate_size=ffn, embedding_size=model.embedding_size,
-                         share_layers=model.share_layers, norm=model.norm, dropout=model.dropout,
-                         attention_dropout=model.attention_dropout, attention=model.attention,
-                         position_biased_input=model.biased_input(),
-                         max_relative_positions=model.max_relative_positions,
-                         position_buckets=model.position_buckets or 0, share_att_key=model.share_att_key,
-                         pos_att_type=tuple(model.pos_att_type),
-                         max_position_embeddings=max(model.max_position_embeddings, cfg.data.max_seq_length))
+    fields = {f.name: getattr(model, f.name) for f in dataclasses.fields(ModelConfig)}
+    fields["max_position_embeddings"] = max(model.max_position_embeddings, cfg.data.max_seq_length)
+    return EncoderConfig(**fields, vocab_size=vocab_size)
+
+
+def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's config in today's schema. Up to main a15e608, model.norm named the placement
+    (post|pre), now model.norm_position; keys added since take their defaults, which reproduce the old model."""
+    model = dict(config.get("model", {}))
+    if model.get("norm") in ("post", "pre"):
+        model["norm_position"] = model.pop("norm")
+    return {**config, "model": {**dataclasses.asdict(ModelConfig()), **model}}
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -40,6 +44,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise UserError(f"cannot read checkpoint {path}: {type(err).__name__}: {str(err).splitlines()[0]}") from None
     if not isinstance(ckpt, dict) or "config" not in ckpt.get("hyper_parameters", {}) or "tokenizer" not in ckpt:
         raise UserError(f"{path} is not a lightning-bert pretraining checkpoint (no config/tokenizer inside)")
+    ckpt["hyper_parameters"]["config"] = upgrade_config(ckpt["hyper_parameters"]["config"])
     return ckpt
 
 

@@ -27,9 +27,31 @@ MODEL_SIZES: dict[str, tuple[int, int, int, int]] = {
     "large": (24, 1024, 16, 4096),
 }
 
+@dataclass(frozen=True)
+class PositionScheme:
+    """What the config checks and the FLOP count know of a position scheme (its module: model/positions.py)."""
 
-# Names in model/attention.py ATTENTIONS (a test keeps the two in step; config stays free of torch).
-ATTENTION_KINDS = ("absolute", "disentangled", "relative")
+    input_embeddings: bool  # default of model.position_biased_input: learned absolute positions at the input
+    score_terms: int  # score matmuls per layer, content-to-content included (lightning_bert/flops.py)
+    query_positions: bool = False  # can place a separate query stream at given positions (XLNet's two streams)
+    sin_cos: bool = False  # sin/cos pairs of the hidden size: it must be even
+
+
+# The one torch-free declaration of the attention and position kinds, so a bad name fails at load. The
+# registries in model/attention.py and model/positions.py read it and refuse a kind that is not declared here.
+POSITION_SCHEMES: dict[str, PositionScheme] = {
+    "absolute": PositionScheme(input_embeddings=True, score_terms=1),  # learned absolute positions at the input
+    "disentangled": PositionScheme(input_embeddings=False, score_terms=3),  # DeBERTa: c2c + c2p + p2c
+    "sinusoidal_relative": PositionScheme(input_embeddings=False, score_terms=2, query_positions=True, sin_cos=True),
+}
+# Attention kind -> the position schemes it accepts, its default (model.positions=null) first.
+ATTENTION_KINDS: dict[str, tuple[str, ...]] = {
+    "absolute": ("absolute",),  # BERT
+    "disentangled": ("disentangled",),  # DeBERTa
+    "relative": ("sinusoidal_relative",),  # Transformer-XL / XLNet
+}
+
+
 
 
 def check_choice(section: str, name: str, value: Any, allowed: Sequence[Any]) -> None:
@@ -102,12 +124,15 @@ class ModelConfig:
     intermediate_size: Optional[int] = None  # overrides the size's FFN width
     embedding_size: Optional[int] = None  # ALBERT factorised embeddings: E < hidden, projected up
     share_layers: str = "none"  # ALBERT cross-layer sharing: none | all | attention | ffn
-    norm: str = "post"  # post (BERT) | pre (LayerNorm before each sublayer)
+    norm_position: str = "post"  # post (BERT) | pre (the norm before each sublayer)
+    norm: str = "layernorm"  # norm kind: a name in model/layers.py NORMS
+    ffn: str = "gelu"  # feed-forward kind: a name in model/layers.py FEED_FORWARDS
     dropout: float = 0.1  # hidden and embedding dropout
     attention_dropout: float = 0.1  # dropout on attention probabilities
     max_position_embeddings: int = 512  # learned absolute positions
     attention: str = "absolute"  # absolute (BERT) | disentangled (DeBERTa) | relative (Transformer-XL / XLNet)
-    position_biased_input: Optional[bool] = None  # absolute position embeddings at the input; null = only when attention=absolute
+    positions: Optional[str] = None  # position scheme, one the attention kind accepts (ATTENTION_KINDS); null = its default
+    position_biased_input: Optional[bool] = None  # absolute position embeddings at the input; null = the scheme's default
     max_relative_positions: int = -1  # DeBERTa: relative distances clamped at k (-1 = max_position_embeddings)
     position_buckets: Optional[int] = None  # DeBERTa v2/v3: log-bucketed distances (v3: 256); null = exact up to k
     share_att_key: bool = True  # DeBERTa: positions through the content Q/K projections (v3), false = their own
@@ -116,9 +141,8 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         check_choice("model", "size", self.size, tuple(MODEL_SIZES))
-        check_choice("model", "attention", self.attention, ATTENTION_KINDS)
+        self.check_kinds()
         check_choice("model", "share_layers", self.share_layers, ("none", "all", "attention", "ffn"))
-        check_choice("model", "norm", self.norm, ("post", "pre"))
         for name in ("dropout", "attention_dropout"):
             check_range("model", name, 0 <= getattr(self, name) < 1, "in [0, 1)", getattr(self, name))
         for name in ("num_layers", "hidden_size", "num_heads", "intermediate_size", "embedding_size"):
@@ -127,9 +151,10 @@ class ModelConfig:
                 check_range("model", name, value >= 1, ">= 1", value)
         hidden, heads = self.dims()[1:3]
         check_range("model", "num_heads", hidden % heads == 0, f"a divisor of hidden_size {hidden}", heads)
-        if self.attention == "absolute" and self.position_biased_input is False:
-            raise ConfigError("model.position_biased_input=false leaves model.attention=absolute without positions; "
-                              "use attention=disentangled or relative")
+        if POSITION_SCHEMES[self.position_scheme()].input_embeddings and self.position_biased_input is False:
+            in_attention = [k for k, schemes in ATTENTION_KINDS.items() if not POSITION_SCHEMES[schemes[0]].input_embeddings]
+            raise ConfigError(f"model.position_biased_input=false leaves model.attention={self.attention} without "
+                              f"positions; use attention={' or '.join(in_attention)}")
         check_range("model", "max_relative_positions", self.max_relative_positions == -1 or self.max_relative_positions >= 1,
                     "-1 or >= 1", self.max_relative_positions)
         if self.position_buckets is not None:
@@ -140,9 +165,25 @@ class ModelConfig:
         if len(set(self.pos_att_type)) != len(self.pos_att_type):
             raise ConfigError(f"model.pos_att_type={list(self.pos_att_type)} repeats a term; choose a subset of c2p, p2c")
 
+    def check_kinds(self) -> None:
+        """The names of kinds and placements (also run by model/config.py EncoderConfig)."""
+        if self.norm in ("post", "pre"):  # the placement's old key; model.norm now names the norm kind
+            raise ConfigError(f"model.norm={self.norm} is a placement: use model.norm_position={self.norm} "
+                              "(model.norm now names the norm kind, e.g. layernorm)")
+        check_choice("model", "norm_position", self.norm_position, ("post", "pre"))
+        check_choice("model", "attention", self.attention, tuple(ATTENTION_KINDS))
+        if self.positions is not None:
+            check_choice("model", "positions", self.positions, ATTENTION_KINDS[self.attention])
+
+    def position_scheme(self) -> str:
+        """model.positions resolved: the attention kind's default scheme when null."""
+        return self.positions or ATTENTION_KINDS[self.attention][0]
+
     def biased_input(self) -> bool:
-        """position_biased_input resolved: on for absolute attention, off for the relative kinds."""
-        return self.attention == "absolute" if self.position_biased_input is None else self.position_biased_input
+        """position_biased_input resolved: the position scheme's default when null (on for absolute positions)."""
+        if self.position_biased_input is None:
+            return POSITION_SCHEMES[self.position_scheme()].input_embeddings
+        return self.position_biased_input
 
     def dims(self) -> tuple[int, int, int, int]:
         """(layers, hidden, heads, ffn) after overrides."""
@@ -317,13 +358,15 @@ class Config:
 
     def _check_plm(self) -> None:
         """XLNet's permutation LM: two streams need relative positions; no sentence task, SBO or EMD on top."""
-        if self.model.attention == "relative" and self.model.dims()[1] % 2:
-            raise ConfigError(f"model.hidden_size={self.model.dims()[1]} is odd; model.attention=relative needs "
-                              "an even hidden size (sin/cos pairs)")
+        scheme = POSITION_SCHEMES[self.model.position_scheme()]
+        if scheme.sin_cos and self.model.dims()[1] % 2:
+            raise ConfigError(f"model.hidden_size={self.model.dims()[1]} is odd; model.attention={self.model.attention} "
+                              f"needs an even hidden size (sin/cos pairs)")
         if self.objective.lm != "plm":
             return
-        if self.model.attention != "relative":
-            raise ConfigError(f"objective.lm=plm needs model.attention=relative (got {self.model.attention!r}): "
+        if not scheme.query_positions:
+            able = [k for k, schemes in ATTENTION_KINDS.items() if any(POSITION_SCHEMES[p].query_positions for p in schemes)]
+            raise ConfigError(f"objective.lm=plm needs model.attention={' or '.join(able)} (got {self.model.attention!r}): "
                               "the query stream has no position of its own without relative positions")
         if self.objective.sentence != "none":
             raise ConfigError(f"objective.sentence={self.objective.sentence} is not allowed with objective.lm=plm; "

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from lightning_bert.config import POSITION_SCHEMES, ModelConfig
+
 # Dense (no structured sparsity) peak FLOP/s per GPU from NVIDIA's datasheets: bf16/fp16 and tf32 on
 # tensor cores, fp32 on CUDA cores. Keys are matched against torch.cuda.get_device_name() (lower case),
 # first match wins, so the more specific names come first.
@@ -71,19 +73,11 @@ def count_flops(hidden: int, layers: int, ffn: int, vocab: int, seq_len: int, em
     )
 
 
-SCORE_TERMS = {"absolute": 1, "relative": 2}  # relative: content + position scores (Transformer-XL)
-
-
 def config_flops(cfg: Any, vocab_size: int, seq_len: Optional[int] = None) -> FlopCount:
     """FlopCount of a run config (the top-level DictConfig): model dims, masking rate, sentence head.
     `seq_len` defaults to data.max_seq_length (packed batches; pass the mean padded length otherwise)."""
-    from lightning_bert.config import ModelConfig
-
     layers, hidden, _, ffn = ModelConfig.dims(cfg.model)  # works on a DictConfig and on the dataclass
-    if cfg.model.attention == "disentangled":
-        terms = 1 + 2  # content-to-content plus c2p and p2c (DeBERTa's defaults)
-    else:
-        terms = SCORE_TERMS.get(cfg.model.attention, 1)
+    terms = POSITION_SCHEMES[ModelConfig.position_scheme(cfg.model)].score_terms
     return count_flops(hidden, layers, ffn, vocab_size, seq_len or cfg.data.max_seq_length,
                        cfg.model.embedding_size, cfg.masking.rate, cfg.objective.sentence != "none", terms)
 

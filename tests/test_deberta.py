@@ -57,7 +57,7 @@ def randomize(model: torch.nn.Module, seed: int = 0) -> None:
 
 def test_attention_kind_and_position_scheme_are_registered() -> None:
     assert "disentangled" in ATTENTION_KINDS and ATTENTIONS["disentangled"] is DisentangledAttention
-    assert POSITIONS[DisentangledAttention.position_scheme] is RelativePositions
+    assert POSITIONS[DisentangledAttention.position_schemes[0]] is RelativePositions
     assert set(ATTENTION_KINDS) >= set(ATTENTIONS)
 
 
@@ -241,7 +241,7 @@ def test_only_emd_logits_see_absolute_positions() -> None:
 
 def test_emd_composes_with_sharing_pre_ln_and_bf16() -> None:
     cfg = config.load(["model.attention=disentangled", "objective.emd=true"])
-    for kw in (dict(share_layers="all"), dict(norm="pre"), dict(share_layers="attention", norm="pre")):
+    for kw in (dict(share_layers="all"), dict(norm_position="pre"), dict(share_layers="attention", norm_position="pre")):
         torch.manual_seed(0)
         encoder = BertEncoder(tiny_cfg(position_biased_input=False, position_buckets=8, max_relative_positions=16, **kw))
         mlm = build_objectives(cfg, encoder)["mlm"]

@@ -75,7 +75,7 @@ LAYOUTS = {  # name -> (overrides, Auto class, architecture written)
                     "model.num_layers=3"], "AutoModelForPreTraining", "AlbertForPreTraining"),
     "albert_unshared": (["objective.sentence=sop", "model.embedding_size=32"], "AutoModelForPreTraining",
                         "AlbertForPreTraining"),
-    "pre_ln": (["model.norm=pre"], "AutoModelForMaskedLM", "RobertaPreLayerNormForMaskedLM"),
+    "pre_ln": (["model.norm_position=pre"], "AutoModelForMaskedLM", "RobertaPreLayerNormForMaskedLM"),
 }
 
 

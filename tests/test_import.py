@@ -35,7 +35,7 @@ def imported(tmp_path: Path, shared_data: Path, overrides: list[str]):
 
 @pytest.mark.parametrize("overrides", [["objective.sentence=nsp"],
                                        ["objective.sentence=sop", "model.embedding_size=32", "model.share_layers=all"],
-                                       ["model.norm=pre"], ["experiment=deberta"]],
+                                       ["model.norm_position=pre"], ["experiment=deberta"]],
                          ids=["bert", "albert", "pre_ln", "deberta"])
 def test_export_then_import_gives_identical_logits(overrides: list[str], tmp_path: Path, shared_data: Path) -> None:
     ckpt = make_checkpoint(tmp_path, shared_data, overrides)

@@ -48,7 +48,7 @@ def test_preset_sets_its_defining_choices(name: str) -> None:
 def test_preset_trains_on_cpu(name: str, tiny_overrides: list[str], tmp_path: Path, capsys) -> None:
     overrides = [f"experiment={name}", *tiny_overrides, "masking.dupe_factor=2", f"run.name={name}",
                  "data.valid_fraction=0.1",  # 6 held-out documents: enough for the probes' two sides
-                 "model.embedding_size=32" if name == "albert" else "model.norm=post"]
+                 "model.embedding_size=32" if name == "albert" else "model.norm_position=post"]
     proc = subprocess.run([sys.executable, "train.py", *overrides], cwd=REPO, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -4,7 +4,7 @@ Which layout a config gets (`_layout`):
 - bert: post-LN, no factorisation, no sharing -> BertForPreTraining (BertForMaskedLM without a pair head);
 - albert: factorised embeddings and/or share_layers=all -> AlbertForPreTraining (AlbertForMaskedLM);
   shared layers become one layer group, unshared ones one group per layer;
-- roberta-prelayernorm: norm=pre -> RobertaPreLayerNormForMaskedLM. Its positions start at pad_id + 1,
+- roberta-prelayernorm: norm_position=pre -> RobertaPreLayerNormForMaskedLM. Its positions start at pad_id + 1,
   so our row i is its row i + pad_id + 1; it has no pooler or pair head in the MLM class.
 Every layout computes exactly what ours does when hidden_act is exact "gelu" (ours is F.gelu).
 transformers is imported only inside hf_config(), never by the maps themselves.
@@ -35,9 +35,9 @@ def _layout(cfg: EncoderConfig) -> str:
     if cfg.share_layers in ("attention", "ffn"):
         raise UserError(f"model.share_layers={cfg.share_layers} has no exact transformers layout "
                         "(ALBERT shares whole layers only: use none or all)")
-    if cfg.norm == "pre":
+    if cfg.norm_position == "pre":
         if cfg.embedding_dim != cfg.hidden_size or cfg.share_layers != "none":
-            raise UserError("model.norm=pre with embedding_size or share_layers has no exact transformers layout "
+            raise UserError("model.norm_position=pre with embedding_size or share_layers has no exact transformers layout "
                             "(RobertaPreLayerNorm has neither)")
         return "roberta-prelayernorm"
     return "albert" if cfg.embedding_dim != cfg.hidden_size or cfg.share_layers == "all" else "bert"
@@ -132,7 +132,7 @@ class BertFamilyAdapter(HFAdapter):
                    attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
                    type_vocab_size=hf.get("type_vocab_size", 2), layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
                    max_position_embeddings=hf.get("max_position_embeddings", 512), embedding_size=None,
-                   share_layers="none", norm="post", attention="absolute")
+                   share_layers="none", norm_position="post", attention="absolute")
         if hf.get("position_embedding_type", "absolute") != "absolute":
             raise UserError(f"position_embedding_type={hf['position_embedding_type']} is not supported (absolute only)")
         if kind == "albert":
@@ -143,7 +143,7 @@ class BertFamilyAdapter(HFAdapter):
             out.update(embedding_size=hf.get("embedding_size", 128),
                        share_layers="all" if groups == 1 and out["num_layers"] > 1 else "none")
         elif kind == "roberta-prelayernorm":
-            out.update(norm="pre",
+            out.update(norm_position="pre",
                        max_position_embeddings=out["max_position_embeddings"] - hf.get("pad_token_id", 1) - 1)
         return out
 

@@ -2,7 +2,7 @@
 (DebertaV2Model / DebertaV2ForMaskedLM with legacy=False, norm_rel_ebd="layer_norm").
 
 DebertaV2 is post-LN, projects factorised embeddings before its LayerNorm (ours after), and has
-no enhanced mask decoder (transformers issue #14585): configs with norm=pre or embedding_size
+no enhanced mask decoder (transformers issue #14585): configs with norm_position=pre or embedding_size
 are refused; EMD's own position table (objectives.mlm.emd.*) is not exported.
 transformers is imported only inside hf_config(), never by the maps themselves.
 """
@@ -25,8 +25,8 @@ def _check(cfg: EncoderConfig) -> None:
     """A one-line UserError for a config DebertaV2 cannot compute exactly."""
     if cfg.attention != "disentangled":
         raise UserError(f"model.attention={cfg.attention} has no DeBERTa layout (see hf/bert.py, hf/xlnet.py)")
-    if cfg.norm != "post":
-        raise UserError("model.norm=pre has no DeBERTa layout (DebertaV2 is post-LN)")
+    if cfg.norm_position != "post":
+        raise UserError("model.norm_position=pre has no DeBERTa layout (DebertaV2 is post-LN)")
     if cfg.embedding_dim != cfg.hidden_size:
         raise UserError("model.embedding_size has no exact DeBERTa layout (DebertaV2 projects before its LayerNorm)")
 
@@ -104,7 +104,7 @@ class DebertaV2Adapter(HFAdapter):
         terms = [t.strip() for t in terms.lower().split("|")] if isinstance(terms, str) else list(terms)
         return dict(vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"], num_layers=hf["num_hidden_layers"],
                     num_heads=hf["num_attention_heads"], intermediate_size=hf["intermediate_size"],
-                    embedding_size=None, share_layers="none", norm="post", dropout=hf.get("hidden_dropout_prob", 0.1),
+                    embedding_size=None, share_layers="none", norm_position="post", dropout=hf.get("hidden_dropout_prob", 0.1),
                     attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
                     type_vocab_size=hf.get("type_vocab_size", 0), layer_norm_eps=hf.get("layer_norm_eps", 1e-7),
                     max_position_embeddings=hf.get("max_position_embeddings", 512), attention="disentangled",

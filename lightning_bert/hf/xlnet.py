@@ -36,8 +36,8 @@ def _check(cfg: EncoderConfig) -> None:
     """A one-line UserError for a config XLNet cannot compute exactly."""
     if cfg.attention != "relative":
         raise UserError(f"model.attention={cfg.attention} has no XLNet layout (see hf/bert.py, hf/deberta.py)")
-    if cfg.norm != "post":
-        raise UserError("model.norm=pre has no XLNet layout (XLNet is post-LN)")
+    if cfg.norm_position != "post":
+        raise UserError("model.norm_position=pre has no XLNet layout (XLNet is post-LN)")
     if cfg.position_biased_input:
         raise UserError("model.position_biased_input=true has no XLNet layout (XLNet has relative positions only)")
 
@@ -80,7 +80,7 @@ class XLNetAdapter(HFAdapter):
         return dict(vocab_size=hf["vocab_size"], hidden_size=hf["d_model"], num_layers=hf["n_layer"],
                     num_heads=hf["n_head"], intermediate_size=hf["d_inner"], dropout=hf.get("dropout", 0.1),
                     attention_dropout=hf.get("dropout", 0.1), layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
-                    max_position_embeddings=512, embedding_size=None, share_layers="none", norm="post",
+                    max_position_embeddings=512, embedding_size=None, share_layers="none", norm_position="post",
                     attention="relative", position_biased_input=False)
 
     def hf_config(self, cfg: EncoderConfig, **extra: Any) -> Any:

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_bert.model.attention import register_attention
-from lightning_bert.model.config import EncoderConfig
+from lightning_bert.model.attention import Attention, register_attention
+from lightning_bert.model.config import EncoderConfig, LayerSpec
 from lightning_bert.model.positions import register_positions
 
 
@@ -50,8 +50,8 @@ def log_bucket(relative: Tensor, buckets: int, max_position: int) -> Tensor:
 
 
 @dataclass
-class RelativeContext:
-    """Computed once per forward, shared by all layers."""
+class RelativeTableContext:
+    """Rows of the learned relative table and which row each (query, key) pair reads; once per forward."""
 
     embeddings: Tensor  # [R, H]: the LayerNorm'd rows of the relative table that these lengths can reach
     index: Tensor  # long [1 or B, Lq, L]: row of `embeddings` for (query i, key j)
@@ -76,11 +76,11 @@ class RelativePositions(nn.Module):
         return (distance + self.span).clamp(0, 2 * self.span - 1)
 
     def forward(self, input_ids: Tensor, token_type_ids: Optional[Tensor] = None,
-                attention_mask: Optional[Tensor] = None) -> RelativeContext:
+                attention_mask: Optional[Tensor] = None) -> RelativeTableContext:
         length = input_ids.shape[1]
         return self.at(torch.arange(length, device=input_ids.device)[None], length)
 
-    def at(self, query_positions: Tensor, key_length: int) -> RelativeContext:
+    def at(self, query_positions: Tensor, key_length: int) -> RelativeTableContext:
         """The context for queries at `query_positions` [1 or B, Lq] over keys 0..key_length-1 (EMD's
         sparse decoder asks for the masked positions only)."""
         keys = torch.arange(key_length, device=query_positions.device)
@@ -89,16 +89,14 @@ class RelativePositions(nn.Module):
         # the c2p/p2c products are [.., L, <=2L-1] rather than [.., L, 2k] (k = 256 buckets, L = 128).
         lo, hi = self.rows(torch.tensor([1 - key_length, key_length - 1])).tolist()
         table = self.norm(self.embeddings.weight[lo: hi + 1])
-        return RelativeContext(table, index - lo)
+        return RelativeTableContext(table, index - lo)
 
 
 @register_attention("disentangled")
-class DisentangledAttention(nn.Module):
+class DisentangledAttention(Attention):
     """c2c + c2p + p2c attention; see the module docstring. Names map to DebertaV2 in hf/deberta.py."""
 
-    position_scheme: ClassVar[str] = "disentangled"
-
-    def __init__(self, cfg: EncoderConfig):
+    def __init__(self, cfg: EncoderConfig, spec: LayerSpec):
         super().__init__()
         hidden = cfg.hidden_size
         self.num_heads = cfg.num_heads
@@ -130,7 +128,7 @@ class DisentangledAttention(nn.Module):
                                            dropout_p=self.dropout_p if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(batch, -1, hidden))
 
-    def position_bias(self, q: Tensor, k: Tensor, context: RelativeContext) -> Tensor:
+    def position_bias(self, q: Tensor, k: Tensor, context: RelativeTableContext) -> Tensor:
         """(c2p + p2c) * scale, [B, h, Lq, L] (a transposed view of a [h, B, Lq, L] tensor).
 
         The products run per head over all B * L rows at once ([h, B*L, d] x [h, d, R]): broadcasting
@@ -179,12 +177,10 @@ class EnhancedMaskDecoder(nn.Module):
                 token_type_ids: Optional[Tensor] = None, attention_mask: Optional[Tensor] = None) -> Tensor:
         """layers: [embeddings, layer 1, ..., layer N] from the encoder; selected [B, L] bool -> the
         decoder's outputs at the selected rows [N, H], in the order of hidden[selected]."""
-        from lightning_bert.model.encoder import padding_mask  # encoder imports this module
-
         encoder = self._encoder[0]
         states = layers[-2]
         batch, length, hidden = states.shape
-        mask = padding_mask(attention_mask)
+        mask = encoder.layer_masks(attention_mask)[-1]  # the last layer's, which runs again
         context = encoder.positions(input_ids, token_type_ids, attention_mask)
         sparse = context is None or isinstance(encoder.positions, RelativePositions)
         if sparse:  # queries at the selected positions only, padded to the row with the most

@@ -1,27 +1,30 @@
 """The shared BERT-family encoder: a plain nn.Module, no Lightning and no objectives inside.
 
-Options cover BERT (post-LN), pre-LN, ALBERT (factorised embeddings, cross-layer sharing), and the
-attention kind by name (model/attention.py registry: absolute, DeBERTa's disentangled, ...), each with
-its position scheme (model/positions.py registry), computed once per forward and shared by all layers.
+Options cover BERT (post-norm), pre-norm, ALBERT (factorised embeddings, cross-layer sharing). Layer i
+is built from its LayerSpec (model/config.py layer_specs); each kind comes from its registry by name:
+attention (model/attention.py), position scheme (model/positions.py; its context is computed once per
+forward and shared by all layers), norm and feed-forward (model/layers.py).
 """
 from __future__ import annotations
 
 from typing import Any, Optional
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_bert.model import disentangled, relative  # noqa: F401 - register their attention kinds
-from lightning_bert.model.attention import attention_class
-from lightning_bert.model.config import EncoderConfig
+from lightning_bert.model.attention import ATTENTIONS
+from lightning_bert.model.config import EncoderConfig, LayerSpec, layer_specs
+from lightning_bert.model.layers import FEED_FORWARDS, NORMS, owns_init
 from lightning_bert.model.positions import POSITIONS
 
 __all__ = ["BertEncoder", "EncoderConfig", "init_weights"]
 
 
+def build_norm(cfg: EncoderConfig, dim: int) -> nn.Module:
+    return NORMS.kind(cfg.norm)(dim, cfg)
+
+
 class Embeddings(nn.Module):
-    """Token + position + segment embeddings, LayerNorm, dropout; projected up when factorised."""
+    """Token + position + segment embeddings, norm, dropout; projected up when factorised."""
 
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
@@ -30,7 +33,7 @@ class Embeddings(nn.Module):
         # DeBERTa-v3 and XLNet bring positions in through attention only
         self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, dim) if cfg.position_biased_input else None
         self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, dim)
-        self.norm = nn.LayerNorm(dim, eps=cfg.layer_norm_eps)
+        self.norm = build_norm(cfg, dim)
         self.dropout = nn.Dropout(cfg.dropout)
         self.projection = nn.Linear(dim, cfg.hidden_size) if dim != cfg.hidden_size else nn.Identity()
 
@@ -45,24 +48,14 @@ class Embeddings(nn.Module):
         return self.projection(self.dropout(self.norm(x)))
 
 
-class FeedForward(nn.Module):
-    def __init__(self, cfg: EncoderConfig):
-        super().__init__()
-        self.up = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
-        self.down = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.down(F.gelu(self.up(x)))
-
-
 class Block(nn.Module):
     """One transformer layer; attention and FFN may be shared with other blocks (ALBERT)."""
 
-    def __init__(self, cfg: EncoderConfig, attention: nn.Module, ffn: FeedForward):
+    def __init__(self, cfg: EncoderConfig, attention: nn.Module, ffn: nn.Module):
         super().__init__()
-        self.attention, self.ffn, self.pre_norm = attention, ffn, cfg.norm == "pre"
-        self.attention_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.ffn_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.attention, self.ffn, self.pre_norm = attention, ffn, cfg.norm_position == "pre"
+        self.attention_norm = build_norm(cfg, cfg.hidden_size)
+        self.ffn_norm = build_norm(cfg, cfg.hidden_size)
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: Tensor, mask: Optional[Tensor], context: Any = None,
@@ -77,16 +70,22 @@ class Block(nn.Module):
         return self.ffn_norm(y + self.dropout(self.ffn(y)))
 
 
-def build_blocks(cfg: EncoderConfig) -> nn.ModuleList:
-    """ALBERT sharing: `all` reuses one block; `attention`/`ffn` reuse only that sublayer."""
-    attention_kind = attention_class(cfg.attention)
+def build_blocks(cfg: EncoderConfig, specs: tuple[LayerSpec, ...]) -> nn.ModuleList:
+    """Block i from specs[i]. ALBERT sharing: `all` reuses one block, `attention`/`ffn` only that
+    sublayer; a shared module is built from the first layer's spec."""
+
+    def attention(spec: LayerSpec) -> nn.Module:
+        return ATTENTIONS.kind(spec.attention)(cfg, spec)
+
+    def ffn() -> nn.Module:
+        return FEED_FORWARDS.kind(cfg.ffn)(cfg)
+
     if cfg.share_layers == "all":
-        block = Block(cfg, attention_kind(cfg), FeedForward(cfg))
-        return nn.ModuleList([block] * cfg.num_layers)
-    attention = attention_kind(cfg) if cfg.share_layers == "attention" else None
-    ffn = FeedForward(cfg) if cfg.share_layers == "ffn" else None
-    return nn.ModuleList(Block(cfg, attention or attention_kind(cfg), ffn or FeedForward(cfg))
-                         for _ in range(cfg.num_layers))
+        block = Block(cfg, attention(specs[0]), ffn())
+        return nn.ModuleList([block] * len(specs))
+    shared_attention = attention(specs[0]) if cfg.share_layers == "attention" else None
+    shared_ffn = ffn() if cfg.share_layers == "ffn" else None
+    return nn.ModuleList(Block(cfg, shared_attention or attention(spec), shared_ffn or ffn()) for spec in specs)
 
 
 class BertEncoder(nn.Module):
@@ -95,42 +94,44 @@ class BertEncoder(nn.Module):
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
         self.config = cfg
+        self.specs = layer_specs(cfg)
         self.embeddings = Embeddings(cfg)
-        self.layers = build_blocks(cfg)
-        self.positions = POSITIONS[attention_class(cfg.attention).position_scheme](cfg)  # shared by all layers
-        self.final_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps) if cfg.norm == "pre" else nn.Identity()
+        self.layers = build_blocks(cfg, self.specs)
+        self.positions = POSITIONS.kind(cfg.positions)(cfg)  # shared by all layers
+        self.final_norm = build_norm(cfg, cfg.hidden_size) if cfg.norm_position == "pre" else nn.Identity()
         self.apply(init_weights)
+
+    def layer_masks(self, attention_mask: Optional[Tensor]) -> list[Optional[Tensor]]:
+        """Each layer's attention mask, built once per distinct layer kind by its attention kind."""
+        built: dict[tuple, Optional[Tensor]] = {}
+        for spec in self.specs:
+            if spec.kind not in built:
+                built[spec.kind] = ATTENTIONS[spec.attention].build_mask(spec, attention_mask)
+        return [built[spec.kind] for spec in self.specs]
 
     def forward(self, input_ids: Tensor, token_type_ids: Optional[Tensor] = None,
                 attention_mask: Optional[Tensor] = None, output_layers: bool = False) -> Tensor | list[Tensor]:
         """Last hidden states [B, L, H]; with output_layers, [embeddings, layer 1, ..., layer N]
         (the last one final-normed), for objectives that re-run layers (DeBERTa's EMD)."""
-        mask = padding_mask(attention_mask)
+        masks = self.layer_masks(attention_mask)
         context = self.positions(input_ids, token_type_ids, attention_mask)
         x = self.embeddings(input_ids, token_type_ids)
         layers = [x]
-        for layer in self.layers:
+        for layer, mask in zip(self.layers, masks):
             x = layer(x, mask, context)
             layers.append(x)
         layers[-1] = self.final_norm(x)
         return layers if output_layers else layers[-1]
 
 
-def padding_mask(attention_mask: Optional[Tensor]) -> Optional[Tensor]:
-    """[B, L] with 1 = token -> bool [B, 1, 1, L] for attention; None when nothing is padded (fastest kernel)."""
-    if attention_mask is None or bool(attention_mask.all()):
-        return None
-    return attention_mask[:, None, None, :].bool()
-
-
 def init_weights(module: nn.Module) -> None:
-    """BERT's initialisation: N(0, 0.02) weights, zero biases, unit LayerNorm."""
+    """BERT's initialisation: N(0, 0.02) weights, zero biases; a norm or feed-forward kind (and any
+    nn.LayerNorm, e.g. a head's) by its reset_parameters: unit LayerNorm."""
     if isinstance(module, (nn.Linear, nn.Embedding)):
         nn.init.normal_(module.weight, std=0.02)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
         if isinstance(module, nn.Embedding) and module.padding_idx is not None:
             nn.init.zeros_(module.weight[module.padding_idx])
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
+    elif (isinstance(module, nn.LayerNorm) or owns_init(module)) and hasattr(module, "reset_parameters"):
+        module.reset_parameters()

@@ -12,27 +12,27 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar, Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_bert.model.attention import register_attention
-from lightning_bert.model.config import EncoderConfig
+from lightning_bert.model.attention import Attention, register_attention
+from lightning_bert.model.config import EncoderConfig, LayerSpec
 from lightning_bert.model.positions import register_positions
 
 
 @dataclass
-class RelativeContext:
-    """Computed once per forward, shared by all layers."""
+class SinusoidContext:
+    """Sinusoids of every distance, each (query row, key)'s row of them, and the segments; once per forward."""
 
     pos_emb: Tensor  # [2L, H] sinusoids of the distances L, L-1, ..., -L+1 (row m holds distance L - m)
     rel_index: Tensor  # [L, L] or [B, Lq, L]: row of pos_emb for (query row i, key j) = L - p_i + j
     other_segment: Optional[Tensor]  # bool [B, Lq, L]: key j is in another segment than query row i; None: one segment
     segment: Optional[Tensor]  # [B, L] segment ids of the keys (to build query rows' segments)
 
-    def with_queries(self, positions: Tensor) -> "RelativeContext":
+    def with_queries(self, positions: Tensor) -> "SinusoidContext":
         """The context for query rows at `positions` [B, Lq] (e.g. XLNet's targets): same keys and sinusoids."""
         length = self.pos_emb.shape[0] // 2
         keys = torch.arange(length, device=positions.device)
@@ -53,7 +53,7 @@ class SinusoidalRelativePositions(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, input_ids: Tensor, token_type_ids: Optional[Tensor],
-                attention_mask: Optional[Tensor]) -> RelativeContext:
+                attention_mask: Optional[Tensor]) -> SinusoidContext:
         length = input_ids.shape[1]
         # fp32 whatever the model's dtype (no buffer that .to(bfloat16) would round): distances reach 4096
         inv_freq = 1.0 / 10000 ** (torch.arange(0, self.hidden_size, 2.0, device=input_ids.device) / self.hidden_size)
@@ -63,16 +63,14 @@ class SinusoidalRelativePositions(nn.Module):
         rows = torch.arange(length, device=input_ids.device)
         rel_index = length - rows[:, None] + rows
         other = None if token_type_ids is None else token_type_ids[:, :, None] != token_type_ids[:, None, :]
-        return RelativeContext(pos_emb, rel_index, other, token_type_ids)
+        return SinusoidContext(pos_emb, rel_index, other, token_type_ids)
 
 
 @register_attention("relative")
-class RelativeAttention(nn.Module):
+class RelativeAttention(Attention):
     """XLNet's relative attention: no biases on the projections, r_w/r_r/r_s biases per head, segment table."""
 
-    position_scheme: ClassVar[str] = "sinusoidal_relative"
-
-    def __init__(self, cfg: EncoderConfig):
+    def __init__(self, cfg: EncoderConfig, spec: LayerSpec):
         super().__init__()
         self.num_heads, hidden = cfg.num_heads, cfg.hidden_size
         self.qkv = nn.Linear(hidden, 3 * hidden, bias=False)

@@ -1,0 +1,45 @@
+"""Norm and feed-forward kinds: one registry each, name -> module class, like model/attention.py.
+
+A norm kind is built as `cls(dim, cfg)`, a feed-forward kind as `cls(cfg)` ([.., H] -> [.., H]). A new
+kind is one decorated class here plus `model.norm=NAME` / `model.ffn=NAME`. Initialisation
+(model/encoder.py init_weights): Linear and Embedding children get BERT's N(0, 0.02); then a kind's own
+`reset_parameters`, if it has one, runs (children first), so a kind owns its init.
+"""
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lightning_bert.model.config import EncoderConfig
+from lightning_bert.model.registry import Registry
+
+NORMS = Registry("model.norm")
+FEED_FORWARDS = Registry("model.ffn")
+register_norm = NORMS.register
+register_ffn = FEED_FORWARDS.register
+
+
+@register_norm("layernorm")
+class LayerNorm(nn.LayerNorm):
+    """nn.LayerNorm (weight, bias) with the config's epsilon; reset_parameters: unit weight, zero bias."""
+
+    def __init__(self, dim: int, cfg: EncoderConfig):
+        super().__init__(dim, eps=cfg.layer_norm_eps)
+
+
+@register_ffn("gelu")
+class GeluFeedForward(nn.Module):
+    """BERT's MLP: up to intermediate_size, GELU, back down."""
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.up = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.down = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down(F.gelu(self.up(x)))
+
+
+def owns_init(module: nn.Module) -> bool:
+    """A registered norm or feed-forward kind (its reset_parameters is its init)."""
+    return isinstance(module, tuple(NORMS.values()) + tuple(FEED_FORWARDS.values()))
