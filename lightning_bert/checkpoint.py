@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from lightning_bert.config import ModelConfig
+from lightning_bert.config import ModelConfig, upgrade_config
 from lightning_bert.errors import UserError
 from lightning_bert.model.config import EncoderConfig
 from lightning_bert.model.encoder import BertEncoder
@@ -20,16 +20,8 @@ def encoder_config(cfg: DictConfig, vocab_size: int) -> EncoderConfig:
     model = ModelConfig(**OmegaConf.to_container(cfg.model))  # a plain dict when read back from a checkpoint
     fields = {f.name: getattr(model, f.name) for f in dataclasses.fields(ModelConfig)}
     fields["max_position_embeddings"] = max(model.max_position_embeddings, cfg.data.max_seq_length)
+    fields["init_from"] = None  # where the starting weights came from is the run's fact, not the encoder's
     return EncoderConfig(**fields, vocab_size=vocab_size)
-
-
-def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint's config in today's schema. Up to main a15e608, model.norm named the placement
-    (post|pre), now model.norm_position; keys added since take their defaults, which reproduce the old model."""
-    model = dict(config.get("model", {}))
-    if model.get("norm") in ("post", "pre"):
-        model["norm_position"] = model.pop("norm")
-    return {**config, "model": {**dataclasses.asdict(ModelConfig()), **model}}
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

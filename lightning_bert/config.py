@@ -5,6 +5,7 @@ Every knob has a default and a one-line comment. Values are checked in `__post_i
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -412,6 +413,15 @@ def parse_overrides(overrides: Sequence[str]) -> tuple[Optional[str], list[str]]
     return experiment, rest
 
 
+def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's config in today's schema. Up to main a15e608, model.norm named the placement
+    (post|pre), now model.norm_position; keys added since take their defaults, which reproduce the old model."""
+    model = dict(config.get("model", {}))
+    if model.get("norm") in ("post", "pre"):
+        model["norm_position"] = model.pop("norm")
+    return {**config, "model": {**dataclasses.asdict(ModelConfig()), **model}}
+
+
 def load(overrides: Sequence[str] = (), experiment: Optional[str] = None,
          base: Optional[dict[str, Any]] = None) -> DictConfig:
     """Defaults <- `base` (e.g. a checkpoint's config) <- experiments/NAME.yaml <- dotlist overrides.
@@ -423,7 +433,7 @@ def load(overrides: Sequence[str] = (), experiment: Optional[str] = None,
     try:
         cfg = OmegaConf.structured(Config)
         if base:
-            cfg = OmegaConf.merge(cfg, base)
+            cfg = OmegaConf.merge(cfg, upgrade_config(base))
         if experiment:
             preset = EXPERIMENTS_DIR / f"{experiment}.yaml"
             if not preset.is_file():

@@ -149,7 +149,7 @@ def test_weight_map_round_trips(case: str) -> None:
 def test_export_refuses_what_debertav2_cannot_compute() -> None:
     from lightning_bert.errors import UserError
 
-    for kw, message in ((dict(norm="pre"), "norm=pre"), (dict(embedding_size=16), "embedding_size"),
+    for kw, message in ((dict(norm_position="pre"), "norm_position=pre"), (dict(embedding_size=16), "embedding_size"),
                         (dict(attention="absolute"), "attention=absolute")):
         with pytest.raises(UserError, match=message):
             DEBERTA.hf_config(tiny_cfg(**kw))

@@ -13,7 +13,6 @@ PACKAGE = REPO / "lightning_bert"
 # What training may use of analysis/: it writes run records and draws its own loss curve, nothing more.
 TRAINING_MAY_REACH = {"lightning_bert.analysis.runs", "lightning_bert.analysis.curves"}
 # Circles another helper removes in parallel; the lead empties this at merge.
-KNOWN_CIRCLES = {frozenset({"lightning_bert.model.encoder", "lightning_bert.model.disentangled"})}
 
 
 def module_names(root: Path) -> dict[str, Path]:
@@ -146,10 +145,7 @@ def test_lightning_bert_has_no_import_circle() -> None:
     graph = import_graph(PACKAGE)
     assert "lightning_bert.eval.finetune" in graph["lightning_bert.fit"]  # function-level imports are counted
     found = circles(graph)
-    unexpected = [c for c in found if frozenset(c) not in KNOWN_CIRCLES]
-    assert not unexpected, "import circles:\n" + "\n".join(cycle_path(graph, c) for c in unexpected)
-    if found:
-        pytest.xfail("model circle removed by helper model: " + "; ".join(cycle_path(graph, c) for c in found))
+    assert not found, "import circles:\n" + "\n".join(cycle_path(graph, c) for c in found)
 
 
 def test_a_training_run_does_not_reach_the_report() -> None:
