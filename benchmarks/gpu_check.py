@@ -39,7 +39,7 @@ def device(args: argparse.Namespace) -> str:
 
 
 def section_env(args: argparse.Namespace) -> None:
-    from lightning_bert.flops import device_peak_flops
+    from lightning_bert.train.flops import device_peak_flops
 
     dev = device(args)
     name = torch.cuda.get_device_name() if dev == "cuda" else "cpu"
@@ -160,7 +160,7 @@ def _timed(loss_fn, optimizer, batches, dev: str, warmup: int) -> float:
 
 def section_throughput(args: argparse.Namespace) -> None:
     from lightning_bert.config import MODEL_SIZES, load
-    from lightning_bert.flops import count_flops, device_peak_flops
+    from lightning_bert.train.flops import count_flops, device_peak_flops
     from lightning_bert.model.encoder import BertEncoder, EncoderConfig
     from lightning_bert.objectives import build_objectives
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU readiness check for lightning-bert: run it whenever a GPU is available, and paste its output
 # into the README's GPU section. About 5-8 minutes on one H100 (BERT-base, sequence 128):
-#   1. environment: torch, CUDA, device, its bf16 peak from lightning_bert/flops.py
+#   1. environment: torch, CUDA, device, its bf16 peak from lightning_bert/train/flops.py
 #   2. SDPA: the attention kernel that actually runs (flash / efficient / cudnn / math) for packed
 #      batches (no mask) and padded pair batches (bool mask), and which backends can run each
 #   3. padding share of NSP/SOP pair batches on real text (> 10%: bucketing or varlen attention pays)

@@ -23,7 +23,7 @@ from lightning_bert.data.corpus import read_documents
 from lightning_bert.data.tokenizer import train_tokenizer
 from lightning_bert.eval.glue import collate_encoded, encode
 from lightning_bert.hf.export import export_dir
-from lightning_bert.pretrain import PretrainModule
+from lightning_bert.train.pretrain import PretrainModule
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 LAYOUTS = {"bert+nsp": ["objective.sentence=nsp"], "albert+sop (shared, E=32)": [

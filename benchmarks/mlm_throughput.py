@@ -6,7 +6,7 @@ Identical sizes (hidden 256, 4 layers, 4 heads, FFN 1024, vocab 30522), sequence
 AdamW, the same batches; the two models alternate round by round in one process, so drift in the
 machine's speed hits both. Prints the median tokens/s of each, the ratio, and peak memory of one
 training step in a fresh process (RSS on CPU, allocated bytes on CUDA). MFU beside tokens/s uses the
-model FLOPs of lightning_bert.flops (sparse MLM head: the useful work, the same for both models) against
+model FLOPs of lightning_bert.train.flops (sparse MLM head: the useful work, the same for both models) against
 --peak-flops, else the GPU table, else (CPU) a measured fp32 matmul peak of this machine.
 """
 from __future__ import annotations
@@ -94,7 +94,7 @@ def main() -> None:
     memory = harness.peak_memory(make, batches, names, args.device, args.threads)
     median = harness.alternate(make, batches(args.steps, args.device), names, args.rounds, args.device)
     ours, ref = median["ours"], median["transformers"]
-    from lightning_bert.flops import count_flops, device_peak_flops
+    from lightning_bert.train.flops import count_flops, device_peak_flops
 
     per_token = count_flops(SIZES["hidden"], SIZES["layers"], SIZES["ffn"], SIZES["vocab"], SIZES["seq"]).training
     peak, source = args.peak_flops, "given"

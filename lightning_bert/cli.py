@@ -58,7 +58,7 @@ def train_main(argv: Optional[Sequence[str]] = None, doc: str = TRAIN_DOC) -> in
         from lightning_bert.config import load
 
         cfg = load(args)
-        from lightning_bert.fit import run
+        from lightning_bert.train.fit import run
 
         summary = run(cfg)
         if summary:

@@ -33,7 +33,7 @@ class PositionScheme:
     """What the config checks and the FLOP count know of a position scheme (its module: model/positions.py)."""
 
     input_embeddings: bool  # default of model.position_biased_input: learned absolute positions at the input
-    score_terms: int  # score matmuls per layer, content-to-content included (lightning_bert/flops.py)
+    score_terms: int  # score matmuls per layer, content-to-content included (lightning_bert/train/flops.py)
     query_positions: bool = False  # can place a separate query stream at given positions (XLNet's two streams)
     sin_cos: bool = False  # sin/cos pairs of the hidden size: it must be even
 
@@ -275,7 +275,7 @@ class TrainerConfig:
     checkpoint_every_n_steps: int = 100  # save last.ckpt every N steps (resume point)
     skip_nonfinite: int = 0  # skip up to N steps with a non-finite loss or gradient norm, then stop (diverged)
     compile: bool = False  # torch.compile the encoder (GPU: fewer kernels; first steps pay the compile time)
-    peak_flops: Optional[float] = None  # peak FLOP/s per device for train/mfu; None = lightning_bert.flops GPU table
+    peak_flops: Optional[float] = None  # peak FLOP/s per device for train/mfu; None = lightning_bert.train.flops GPU table
 
     def __post_init__(self) -> None:
         check_choice("trainer", "precision", self.precision, ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true"))

@@ -8,7 +8,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lightning_bert.pretrain import PretrainModule  # noqa: E402
+from lightning_bert.train.pretrain import PretrainModule  # noqa: E402
 
 AT_STEP = int(sys.argv[1])
 train_step = PretrainModule.training_step

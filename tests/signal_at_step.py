@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lightning_bert.pretrain import PretrainModule  # noqa: E402
+from lightning_bert.train.pretrain import PretrainModule  # noqa: E402
 
 KIND, AT_STEP = sys.argv[1], int(sys.argv[2])
 finish_step = PretrainModule.on_train_batch_end

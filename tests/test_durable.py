@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from conftest import REPO, call_main
-from lightning_bert.checkpoint_io import KILL_IN_SAVE_ENV
+from lightning_bert.train.checkpoint_io import KILL_IN_SAVE_ENV
 
 
 @contextlib.contextmanager

@@ -25,7 +25,7 @@ def make_checkpoint(tmp_path: Path, shared_data: Path, overrides: list[str], nam
     from lightning_bert.config import load, to_dict
     from lightning_bert.data.corpus import read_documents
     from lightning_bert.data.tokenizer import train_tokenizer
-    from lightning_bert.pretrain import PretrainModule
+    from lightning_bert.train.pretrain import PretrainModule
 
     cfg = load([o for o in TINY if not o.startswith("tokenizer")] + overrides)
     docs = read_documents([str(shared_data / "wikipedia-en" / "valid.txt")], "auto", "text")[:40]
@@ -50,7 +50,7 @@ def export(ckpt: Path, out: Path, *flags: str) -> subprocess.CompletedProcess:
 
 
 def ours(ckpt: Path):
-    from lightning_bert.pretrain import PretrainModule
+    from lightning_bert.train.pretrain import PretrainModule
 
     raw = torch.load(ckpt, map_location="cpu", weights_only=False)
     module = PretrainModule(raw["hyper_parameters"]["config"], raw["hyper_parameters"]["vocab_size"], raw["tokenizer"])

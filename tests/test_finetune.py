@@ -15,7 +15,7 @@ import torch
 from omegaconf import OmegaConf
 
 from lightning_bert import config
-from lightning_bert.checkpoint import encoder_config
+from lightning_bert.train.checkpoint import encoder_config
 from lightning_bert.config import ConfigError
 from lightning_bert.data.tokenizer import train_tokenizer
 from lightning_bert.errors import UserError
@@ -105,7 +105,7 @@ def test_tiny_model_beats_the_majority_class_on_sst2(sst2_ckpt: Path, one_thread
 @pytest.mark.slow
 def test_pretraining_then_cli_on_its_checkpoint(tiny_overrides: list[str], tmp_path: Path, one_thread: None,
                                                 capsys: pytest.CaptureFixture) -> None:
-    from lightning_bert.fit import run
+    from lightning_bert.train.fit import run
 
     # eval.downstream: scores land in the run record's summary (issue #5, section 4).
     summary = run(config.load(tiny_overrides + ["run.name=pre", "eval.downstream=[glue:mrpc,sts]",
@@ -143,7 +143,7 @@ def test_random_init_is_a_fresh_init_with_the_same_seed(sst2_ckpt: Path) -> None
 
 def _nsp_checkpoint(path: Path, sentence: str) -> Path:
     """A PretrainModule (tiny, with an NSP/SOP head when sentence != none) saved in the checkpoint layout."""
-    from lightning_bert.pretrain import PretrainModule
+    from lightning_bert.train.pretrain import PretrainModule
 
     tokenizer = train_tokenizer("wordpiece", [a for a, _, _ in read_task("sst2", "dev", GLUE_DIR)], 500)
     cfg = config.load(["model.hidden_size=32", "model.intermediate_size=64", "model.num_layers=1",

@@ -6,7 +6,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from lightning_bert.config import load
 from lightning_bert.errors import UserError  # noqa: F401 - config errors are UserErrors
-from lightning_bert.flops import PEAK_FLOPS, count_flops, mfu, peak_flops, training_flops_per_token
+from lightning_bert.train.flops import PEAK_FLOPS, count_flops, mfu, peak_flops, training_flops_per_token
 from lightning_bert.model.encoder import BertEncoder, EncoderConfig
 from lightning_bert.objectives import build_objectives
 

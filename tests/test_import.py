@@ -24,7 +24,7 @@ def imported(tmp_path: Path, shared_data: Path, overrides: list[str]):
     """(PretrainModule initialised from model.init_from, its config) the way fit.run does it."""
     from lightning_bert.config import load, to_dict
     from lightning_bert.export import init_from
-    from lightning_bert.pretrain import PretrainModule
+    from lightning_bert.train.pretrain import PretrainModule
 
     cfg = load([o for o in TINY if not o.startswith("tokenizer.")] + data_overrides(tmp_path, shared_data) + overrides)
     init = init_from(cfg)

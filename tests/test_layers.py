@@ -8,10 +8,10 @@ import torch
 from torch import Tensor, nn
 
 from lightning_bert import config
-from lightning_bert.checkpoint import load_pretrained, read_checkpoint, upgrade_config
+from lightning_bert.train.checkpoint import load_pretrained, read_checkpoint, upgrade_config
 from lightning_bert.config import ConfigError, load
 from lightning_bert.errors import UserError
-from lightning_bert.fit import run
+from lightning_bert.train.fit import run
 from lightning_bert.model.attention import ATTENTIONS, AbsoluteAttention, register_attention
 from lightning_bert.model.config import EncoderConfig, LayerSpec
 from lightning_bert.model.encoder import BertEncoder

@@ -17,7 +17,7 @@ from lightning_bert.errors import UserError
 from lightning_bert.model.config import EncoderConfig
 from lightning_bert.model.encoder import BertEncoder
 from lightning_bert.objectives import OBJECTIVES, Objective, ObjectiveOutput, objective_names, register
-from lightning_bert.pretrain import PretrainModule, split_batch
+from lightning_bert.train.pretrain import PretrainModule, split_batch
 
 PLM = ["objective.lm=plm", "model.attention=relative", "model.position_biased_input=false"]
 

@@ -6,7 +6,7 @@ import torch
 from lightning_bert.config import load
 from lightning_bert.data.datamodule import PretrainDataModule
 from lightning_bert.objectives import OBJECTIVES
-from lightning_bert.pretrain import PretrainModule
+from lightning_bert.train.pretrain import PretrainModule
 from lightning_bert.config import to_dict
 from lightning_bert.data.masking import IGNORE
 

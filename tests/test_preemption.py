@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import call_main
-from lightning_bert.pretrain import PretrainModule
+from lightning_bert.train.pretrain import PretrainModule
 
 
 def signalled(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], signum: int, step: int,

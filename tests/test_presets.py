@@ -13,7 +13,7 @@ from conftest import REPO
 from lightning_bert import preview
 from lightning_bert.eval import probes
 from lightning_bert.config import experiment_names, load
-from lightning_bert.pretrain import PretrainModule
+from lightning_bert.train.pretrain import PretrainModule
 
 EXPECTED = {  # what each preset must switch on (the papers' defining choices)
     "bert": {"tokenizer.kind": "wordpiece", "masking.mode": "static", "objective.sentence": "nsp"},

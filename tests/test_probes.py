@@ -11,7 +11,7 @@ import torch
 from lightning_bert.eval import probes
 from lightning_bert.config import load, to_dict
 from lightning_bert.data.datamodule import PretrainDataModule
-from lightning_bert.pretrain import PretrainModule
+from lightning_bert.train.pretrain import PretrainModule
 
 
 def test_interval_covers_the_true_rate_95_percent_of_the_time() -> None:

@@ -4,7 +4,7 @@ import pytest
 from lightning.pytorch.demos.boring_classes import BoringModel
 from lightning.pytorch.loggers import CSVLogger
 
-from lightning_bert.progress import RichPretrainBar, TQDMPretrainBar, pretrain_progress_bar
+from lightning_bert.train.progress import RichPretrainBar, TQDMPretrainBar, pretrain_progress_bar
 
 
 def _fit(bar: pl.Callback, tmp_path) -> pl.Trainer:

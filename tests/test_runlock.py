@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, call_main
-from lightning_bert.runlock import LOCK_NAME
+from lightning_bert.train.runlock import LOCK_NAME
 
-HOLD = ("import sys; from pathlib import Path; from lightning_bert.runlock import acquire; "
+HOLD = ("import sys; from pathlib import Path; from lightning_bert.train.runlock import acquire; "
         "lock = acquire(Path(sys.argv[1])); print('held', flush=True); sys.stdin.read(); lock.release()")
 
 

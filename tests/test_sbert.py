@@ -38,7 +38,7 @@ def test_cosent_loss_equals_its_formula_on_real_scores(shared_data: Path) -> Non
 def test_whitening_gives_identity_covariance_on_the_fitting_set(shared_data: Path) -> None:
     from tokenizers import Tokenizer
 
-    from lightning_bert.checkpoint import load_pretrained
+    from lightning_bert.train.checkpoint import load_pretrained
     from lightning_bert.eval.embeddings import embed
     from lightning_bert.eval.sbert import Whitening
 
@@ -92,7 +92,7 @@ def test_training_raises_spearman_and_writes_the_run_record(tmp_path: Path, shar
     assert "loss: cosent" in (tmp_path / "run" / "config.yaml").read_text()
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))  # logged to W&B (offline here)
 
-    from lightning_bert.checkpoint import load_pretrained
+    from lightning_bert.train.checkpoint import load_pretrained
     from lightning_bert.eval.embeddings import sts_zero_shot
 
     encoder, tokenizer, _ = load_pretrained(tmp_path / "run" / "sbert.ckpt")  # the trained encoder, usual format
@@ -122,7 +122,7 @@ def test_pair_sources_and_loss_mismatch(tmp_path: Path, shared_data: Path) -> No
     with pytest.raises(UserError, match="loss=softmax needs labelled pairs"):
         training_pairs(SBertConfig(ckpt="x", loss="softmax", glue_dir=str(GLUE_DIR)))
 
-    from lightning_bert.checkpoint import load_pretrained
+    from lightning_bert.train.checkpoint import load_pretrained
     from lightning_bert.eval.glue import collate_encoded, encode
 
     encoder, tokenizer, _ = load_pretrained(_ckpt(shared_data))

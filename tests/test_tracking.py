@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from lightning_bert.tracking import choose_mode
+from lightning_bert.train.tracking import choose_mode
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ def test_third_party_notices_are_quiet_and_nothing_else(caplog: pytest.LogCaptur
     from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
     from lightning_bert.config import load
-    from lightning_bert.tracking import quiet_third_party, wandb_logger
+    from lightning_bert.train.tracking import quiet_third_party, wandb_logger
 
     quiet_third_party()
     quiet_third_party()  # idempotent: one filter per logger

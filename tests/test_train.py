@@ -243,7 +243,7 @@ def test_short_run_validates_its_final_weights(tiny_overrides: list[str], tmp_pa
     # the summary's eval/mlm_loss is the final weights' loss on the canonical set, recomputed here
     from lightning_bert.config import load
     from lightning_bert.data.datamodule import PretrainDataModule
-    from lightning_bert.pretrain import PretrainModule
+    from lightning_bert.train.pretrain import PretrainModule
 
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     module = PretrainModule(ckpt["hyper_parameters"]["config"], ckpt["hyper_parameters"]["vocab_size"])

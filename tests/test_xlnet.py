@@ -14,7 +14,7 @@ import torch
 
 from conftest import GLUE_DIR, REPO
 from lightning_bert import config
-from lightning_bert.checkpoint import encoder_config
+from lightning_bert.train.checkpoint import encoder_config
 from lightning_bert.config import ConfigError
 from lightning_bert.data.batch import collate_pretraining
 from lightning_bert.data.datamodule import PretrainDataModule

@@ -20,7 +20,7 @@ from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
 from lightning_bert.data.sentences import split_sentences
-from lightning_bert.durable import atomic_write_text
+from lightning_bert.train.durable import atomic_write_text
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1  # bump when the layout or the sentence splitter changes

@@ -13,7 +13,7 @@ from typing import Iterable, Iterator, Optional
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-from lightning_bert.durable import atomic_write_text
+from lightning_bert.train.durable import atomic_write_text
 from lightning_bert.errors import UserError
 
 log = logging.getLogger(__name__)

@@ -25,14 +25,14 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from lightning_bert.args import describe_schema, parse, run_main
-from lightning_bert.checkpoint import load_pretrained, read_checkpoint
+from lightning_bert.train.checkpoint import load_pretrained, read_checkpoint
 from lightning_bert.model.encoder import BertEncoder
 from lightning_bert.config import check_range, check_choice
 from lightning_bert.errors import ConfigError, UserError
 from lightning_bert.eval.glue import (HF_GLUE, TASKS, TaskSpec, collate_encoded, encode, make_metrics, parse_downstream,
                                       read_task)
 from lightning_bert.model.heads import PairHead
-from lightning_bert.optim import build_optimizer
+from lightning_bert.train.optim import build_optimizer
 
 log = logging.getLogger(__name__)
 

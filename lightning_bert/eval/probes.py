@@ -188,9 +188,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     def body(args: list[str]) -> int:
         from tokenizers import Tokenizer
 
-        from lightning_bert.checkpoint import read_checkpoint
+        from lightning_bert.train.checkpoint import read_checkpoint
         from lightning_bert.config import load
-        from lightning_bert.pretrain import PretrainModule
+        from lightning_bert.train.pretrain import PretrainModule
 
         opts, overrides = parse(ProbeArgs, args, positional=("ckpt",), section="probe", passthrough=True)
         path = required(opts.ckpt, "probe CKPT [max_examples=N] [pretraining overrides, e.g. data.path=...]")

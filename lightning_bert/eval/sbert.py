@@ -31,7 +31,7 @@ from lightning_bert.config import LoggerConfig, check_choice, check_range
 from lightning_bert.eval.embeddings import (POOLINGS, embed, inference_device, plain_and_l2, pool, sts_table,
                                            table_summary)
 from lightning_bert.errors import UserError
-from lightning_bert.optim import build_optimizer
+from lightning_bert.train.optim import build_optimizer
 
 log = logging.getLogger(__name__)
 LOSSES = ("cosent", "cosine_mse", "softmax")
@@ -280,11 +280,11 @@ def run(cfg: SBertConfig) -> dict[str, Any]:
     import lightning.pytorch as pl
     from omegaconf import OmegaConf
 
-    from lightning_bert.checkpoint import load_pretrained, read_checkpoint
+    from lightning_bert.train.checkpoint import load_pretrained, read_checkpoint
     from lightning_bert.eval.glue import read_task
     from lightning_bert.model.encoder import init_weights
-    from lightning_bert.runrecord import ResumableCSVLogger
-    from lightning_bert.tracking import wandb_logger
+    from lightning_bert.train.runrecord import ResumableCSVLogger
+    from lightning_bert.train.tracking import wandb_logger
 
     if not cfg.ckpt:
         raise UserError("ckpt=PATH is required (a pretraining checkpoint, e.g. runs/NAME/checkpoints/last.ckpt)")

@@ -10,7 +10,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from tokenizers import Tokenizer, processors
 
-from lightning_bert.checkpoint import encoder_config, read_checkpoint
+from lightning_bert.train.checkpoint import encoder_config, read_checkpoint
 from lightning_bert.data.tokenizer import SPECIAL_TOKENS
 from lightning_bert.eval.embeddings import POOLINGS
 from lightning_bert.errors import UserError

@@ -1,4 +1,4 @@
-"""Lightning's CheckpointIO with durable in-place saves (lightning_bert/durable.py) that keep the previous checkpoint."""
+"""Lightning's CheckpointIO with durable in-place saves (lightning_bert/train/durable.py) that keep the previous checkpoint."""
 from __future__ import annotations
 
 import errno
@@ -12,7 +12,7 @@ from typing import IO, Any, Optional
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from lightning_bert.durable import CannotWrite, atomic_write, temp_path
+from lightning_bert.train.durable import CannotWrite, atomic_write, temp_path
 
 log = logging.getLogger(__name__)
 # Test hook: SIGKILL this process in the middle of its N-th checkpoint save (half the bytes written).

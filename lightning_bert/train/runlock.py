@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from lightning_bert.durable import CannotWrite, pid_alive
+from lightning_bert.train.durable import CannotWrite, pid_alive
 from lightning_bert.errors import UserError
 
 log = logging.getLogger(__name__)

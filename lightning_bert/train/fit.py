@@ -22,16 +22,16 @@ from lightning_bert.analysis.curves import plot_curves
 from lightning_bert.analysis.runs import read_run_dir
 from lightning_bert.config import to_dict
 from lightning_bert.data.datamodule import PretrainDataModule
-from lightning_bert.checkpoint_io import DurableCheckpointIO
-from lightning_bert.durable import CannotWrite, remove_stale_temps
+from lightning_bert.train.checkpoint_io import DurableCheckpointIO
+from lightning_bert.train.durable import CannotWrite, remove_stale_temps
 from lightning_bert.errors import Diverged, Preempted, UserError
-from lightning_bert.launch import agree, in_turns, job_owner
-from lightning_bert.pretrain import PretrainModule
-from lightning_bert.progress import pretrain_progress_bar
-from lightning_bert.resume import check_resume_config, check_same_data, resume_checkpoint
-from lightning_bert.runlock import acquire
-from lightning_bert.runrecord import ResumableCSVLogger, RunRecorder, trim_metrics
-from lightning_bert.tracking import wandb_logger
+from lightning_bert.train.launch import agree, in_turns, job_owner
+from lightning_bert.train.pretrain import PretrainModule
+from lightning_bert.train.progress import pretrain_progress_bar
+from lightning_bert.train.resume import check_resume_config, check_same_data, resume_checkpoint
+from lightning_bert.train.runlock import acquire
+from lightning_bert.train.runrecord import ResumableCSVLogger, RunRecorder, trim_metrics
+from lightning_bert.train.tracking import wandb_logger
 
 log = logging.getLogger(__name__)
 # With OnExceptionCheckpoint, Lightning reads fit(ckpt_path=None) as "last" and warns; resume_checkpoint() decides.

@@ -11,8 +11,8 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from lightning_bert.checkpoint import read_checkpoint
-from lightning_bert.checkpoint_io import previous_of
+from lightning_bert.train.checkpoint import read_checkpoint
+from lightning_bert.train.checkpoint_io import previous_of
 from lightning_bert.errors import UserError
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from lightning_bert.durable import CannotWrite, atomic_write_text
+from lightning_bert.train.durable import CannotWrite, atomic_write_text
 
 log = logging.getLogger(__name__)
 LOWER_IS_BETTER = ("loss", "perplexity")

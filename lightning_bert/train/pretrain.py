@@ -16,12 +16,12 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_bert import config as schema
-from lightning_bert.checkpoint import encoder_config
+from lightning_bert.train.checkpoint import encoder_config
 from lightning_bert.errors import Diverged, UserError
-from lightning_bert.flops import device_peak_flops, training_flops_per_token
+from lightning_bert.train.flops import device_peak_flops, training_flops_per_token
 from lightning_bert.model.encoder import BertEncoder
 from lightning_bert.objectives import MicroBatch, Objective, build_objectives, check_batch, encoder_mask
-from lightning_bert.optim import build_optimizer
+from lightning_bert.train.optim import build_optimizer
 
 log = logging.getLogger(__name__)
 
