@@ -154,3 +154,30 @@ def test_bad_rtd_settings_fail_in_one_line_naming_the_key(overrides: list[str], 
     with pytest.raises(ConfigError) as err:
         schema.load([*TINY_RTD, *overrides])
     assert key in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.slow
+def test_rtd_run_stops_at_its_flop_budget_and_logs_no_canonical_mlm(tiny_overrides: list[str], tmp_path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """End to end, in-process: trainer.max_flops sets the step count (schedule and stop) from the host-side
+    FLOPs of a step; an RTD run logs the generator's and the discriminator's metrics but no eval/*."""
+    import json
+
+    from conftest import call_main
+    from lightning_bert.cli import train_main
+    from lightning_bert.train.flops import step_flops
+
+    overrides = [o for o in tiny_overrides if not o.startswith("trainer.max_steps")] + [
+        "objective.lm=rtd", "run.name=rtd", "eval.probes=false", "trainer.max_flops=2.5e9"]
+    code, err = call_main(capsys, train_main, overrides)
+    assert code == 0, err[-2000:]
+    run_dir = tmp_path / "runs" / "rtd"
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    vocab = ckpt["state_dict"]["encoder.embeddings.word_embeddings.weight"].shape[0]
+    cfg = schema.load(overrides)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    expected = -(-2.5e9 // step_flops(cfg, vocab))
+    assert 1 < expected < 10 and summary["global_step"] == ckpt["global_step"] == expected
+    metrics = set(summary["metrics"])
+    assert {"val/rtd_acc", "val/rtd_loss", "val/gen_mlm_acc", "val/gen_mlm_loss"} <= metrics
+    assert not any(k.startswith("eval/") for k in metrics) and "val/perplexity" not in metrics

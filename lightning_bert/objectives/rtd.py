@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_bert.config import Config
+from lightning_bert.config import Config, ObjectiveConfig
 from lightning_bert.data.masking import IGNORE
 from lightning_bert.data.tokenizer import CLS_ID, PAD_ID, SEP_ID
 from lightning_bert.model.config import EncoderConfig
@@ -33,13 +33,12 @@ GDES_EMBEDDINGS = ("word_embeddings", "position_embeddings")  # DeBERTa-v3: E_D 
 MASK32 = 0xFFFFFFFF
 
 
-def generator_config(disc: EncoderConfig, width: float, depth: float) -> EncoderConfig:
-    """The generator's shape: `width` of the discriminator's heads (head size kept), hidden and FFN,
-    `depth` of its layers; the same attention kind, and the discriminator's embedding size (shareable)."""
-    heads = max(1, round(disc.num_heads * width))
-    hidden = heads * disc.head_dim
-    return dataclasses.replace(disc, num_heads=heads, hidden_size=hidden, num_layers=max(1, round(disc.num_layers * depth)),
-                               intermediate_size=max(1, round(disc.intermediate_size * hidden / disc.hidden_size)),
+def generator_config(disc: EncoderConfig, objective: ObjectiveConfig) -> EncoderConfig:
+    """The generator: the discriminator's attention kind and embedding size (so embeddings can be shared),
+    its dims scaled by ObjectiveConfig.generator_dims (the one rule, also counted by train/flops.py)."""
+    dims = (disc.num_layers, disc.hidden_size, disc.num_heads, disc.intermediate_size)
+    layers, hidden, heads, ffn = ObjectiveConfig.generator_dims(objective, dims)
+    return dataclasses.replace(disc, num_layers=layers, hidden_size=hidden, num_heads=heads, intermediate_size=ffn,
                                embedding_size=disc.embedding_dim, share_layers="none")
 
 
@@ -75,7 +74,7 @@ class Generator(nn.Module):
     def __init__(self, cfg: Config, encoder: BertEncoder):
         super().__init__()
         o = cfg.objective
-        self.encoder = BertEncoder(generator_config(encoder.config, o.rtd_generator_width, o.rtd_generator_depth))
+        self.encoder = BertEncoder(generator_config(encoder.config, o))
         mine, theirs = self.encoder.embeddings, encoder.embeddings
         if o.rtd_sharing == "tied":
             for name in SHARED_EMBEDDINGS:
