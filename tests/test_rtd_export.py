@@ -89,3 +89,20 @@ def test_electra_import_reads_the_discriminator_back() -> None:
     for name, tensor in back.items():
         torch.testing.assert_close(tensor, state[name], rtol=0, atol=0, msg=name)
     assert {k for k in state if k.startswith("encoder.")} <= set(back)
+
+
+@pytest.mark.parametrize("overrides, architecture", [
+    (["objective.rtd_sharing=tied"], "ElectraForPreTraining"),
+    (["model.attention=disentangled", "model.position_biased_input=false", "objective.rtd_sharing=gdes"],
+     "DebertaV2Model")])
+def test_export_of_an_rtd_checkpoint_writes_its_discriminator(overrides: list[str], architecture: str) -> None:
+    from lightning_bert.hf.export import hf_model_from_checkpoint
+
+    encoder, _, state = rtd_model(*overrides)
+    model = hf_model_from_checkpoint({"state_dict": state}, encoder.config)
+    assert type(model).__name__ == architecture
+    ids, _, mask = inputs()
+    with torch.no_grad():
+        ours = encoder(ids, None, mask)
+        theirs = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[-1]
+    assert (ours - theirs)[mask.bool()].abs().max().item() < 1e-5

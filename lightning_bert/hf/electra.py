@@ -11,13 +11,14 @@ transformers is imported only inside hf_config() / generator_hf_config(), never 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Optional
 
 from torch import Tensor
 
 from lightning_bert.errors import UserError
 from lightning_bert.hf.adapter import HFAdapter
 from lightning_bert.hf.bert import _layer_names
+from lightning_bert.hf.deberta import PREFIX as DEBERTA, DebertaV2Adapter
 from lightning_bert.model.config import EncoderConfig
 
 DISCRIMINATOR_HEAD = {"dense": "discriminator_predictions.dense", "prediction": "discriminator_predictions.dense_prediction"}
@@ -104,10 +105,27 @@ def generator_to_hf(state: dict[str, Tensor], cfg: EncoderConfig) -> dict[str, T
 
 def deberta_discriminator_to_hf(state: dict[str, Tensor], cfg: EncoderConfig) -> dict[str, Tensor]:
     """A disentangled RTD discriminator -> DebertaV2Model names (the RTD head has no place there)."""
-    from lightning_bert.hf.deberta import PREFIX, DebertaV2Adapter
-
     encoder = {k: v for k, v in state.items() if k.startswith("encoder.")}
-    return {k[len(PREFIX):]: v for k, v in DebertaV2Adapter().to_hf(encoder, cfg).items()}
+    return {k[len(DEBERTA):]: v for k, v in DebertaV2Adapter().to_hf(encoder, cfg).items()}
+
+
+class DebertaDiscriminatorAdapter(DebertaV2Adapter):
+    """A disentangled RTD discriminator as DebertaV2Model (export only; chosen by rtd_exporter)."""
+
+    attentions, model_types, architectures = (), (), ("DebertaV2Model",)
+
+    def architecture(self, cfg: EncoderConfig, state: dict[str, Tensor]) -> str:
+        return "DebertaV2Model"
+
+    def to_hf(self, state: dict[str, Tensor], cfg: EncoderConfig) -> dict[str, Tensor]:
+        return deberta_discriminator_to_hf(state, cfg)
+
+
+def rtd_exporter(state: dict[str, Tensor], cfg: EncoderConfig) -> Optional[HFAdapter]:
+    """The adapter that exports an RTD checkpoint's discriminator; None for a checkpoint of another objective."""
+    if "objectives.rtd.head.dense.weight" not in state:
+        return None
+    return DebertaDiscriminatorAdapter() if cfg.attention == "disentangled" else ElectraAdapter()
 
 
 class ElectraAdapter(HFAdapter):
