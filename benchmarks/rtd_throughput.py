@@ -1,4 +1,4 @@
-"""Training tokens/s of our ELECTRA (experiments/electra: sparse generator MLM, hashed Gumbel sampling, tied
+"""Training tokens/s of our ELECTRA (experiments/electra: sparse generator MLM, hashed inverse-CDF sampling, tied
 embeddings) vs transformers' ElectraForMaskedLM + ElectraForPreTraining trained as ELECTRA trains them.
 
     pip install -e ".[bench]" && python benchmarks/rtd_throughput.py [--steps 5 --rounds 6 --threads 2]

@@ -12,7 +12,7 @@ from lightning_bert.data.tokenizer import CLS_ID, MASK_ID, PAD_ID, SEP_ID
 from lightning_bert.errors import ConfigError
 from lightning_bert.model.encoder import BertEncoder
 from lightning_bert.objectives import build_objectives
-from lightning_bert.objectives.rtd import CORRUPTED, MASK32, gumbel_noise
+from lightning_bert.objectives.rtd import CORRUPTED, uniforms
 from lightning_bert.train.checkpoint import encoder_config
 
 VOCAB = 300
@@ -134,12 +134,12 @@ def test_draws_are_a_function_of_the_step_seed_and_the_example() -> None:
     """A resumed step (same seed) repeats its corruption; another step draws anew."""
     ids = masked_batch()["input_ids"]
     rows, positions = torch.tensor([0, 0, 5]), torch.tensor([3, 4, 7])
-    first = gumbel_noise(11, ids, rows, positions, VOCAB)
-    assert torch.equal(first, gumbel_noise(11, ids, rows, positions, VOCAB))
-    assert not torch.equal(first, gumbel_noise(12, ids, rows, positions, VOCAB))
-    assert torch.equal(first[2], gumbel_noise(11, ids[5:6], rows[2:] * 0, positions[2:], VOCAB)[0])  # any batch
-    uniform = torch.exp(-torch.exp(-gumbel_noise(11 & MASK32, ids, rows, positions, 20000)))
-    assert abs(float(uniform.mean()) - 0.5) < 0.01  # the Gumbel noise of uniform draws
+    first = uniforms(11, ids, rows, positions)
+    assert torch.equal(first, uniforms(11, ids, rows, positions))
+    assert not torch.equal(first, uniforms(12, ids, rows, positions))
+    assert torch.equal(first[2:], uniforms(11, ids[5:6], rows[2:] * 0, positions[2:]))  # whatever the batch
+    many = uniforms(11, ids, torch.arange(8).repeat_interleave(24), torch.arange(24).repeat(8))
+    assert abs(float(many.mean()) - 0.5) < 0.05 and len(set(many.tolist())) == len(many)
 
 
 @pytest.mark.parametrize("overrides, key", [

@@ -54,17 +54,15 @@ def _mix(x: Tensor) -> Tensor:
     return (x >> 16) ^ x
 
 
-def gumbel_noise(salt: int, input_ids: Tensor, rows: Tensor, positions: Tensor, vocab_size: int) -> Tensor:
-    """[M, V] Gumbel noise for the masked positions (rows, positions) of `input_ids`: a hash of (salt, the
-    example's tokens, the position, the vocabulary id), so an example draws the same sample whatever
-    micro-batch it sits in (exact accumulation) and a resumed step repeats its draws (salt = the step seed)."""
+def uniforms(salt: int, input_ids: Tensor, rows: Tensor, positions: Tensor) -> Tensor:
+    """[M] uniform draws in (0, 1) for the masked positions (rows, positions) of `input_ids`: a hash of (salt,
+    the example's tokens, the position), so an example draws the same samples whatever micro-batch it sits
+    in (exact accumulation) and a resumed step repeats its draws (salt = the step seed)."""
     weights = (torch.arange(input_ids.shape[1], device=input_ids.device) * 0x27D4EB2F + 0x165667B1) & MASK32
     fingerprint = _mix(((input_ids.long() * weights) & MASK32).sum(1) & MASK32)  # [B], one per example
-    base = (salt + (fingerprint[rows] * 0x9E3779B1 & MASK32) + (positions.long() * 0x85EBCA77 & MASK32)) & MASK32
-    vocab = torch.arange(vocab_size, device=input_ids.device) * 0xC2B2AE3D & MASK32
-    bits = _mix(_mix((base[:, None] + vocab[None]) & MASK32))
-    uniform = ((bits >> 8).float() + 0.5) * 2.0 ** -24  # 24 bits: exact in float32, never 0 or 1
-    return -torch.log(-torch.log(uniform))
+    bits = _mix(_mix((salt + (fingerprint[rows] * 0x9E3779B1 & MASK32) + (positions.long() * 0x85EBCA77 & MASK32))
+                     & MASK32))
+    return ((bits >> 8).float() + 0.5) * 2.0 ** -24  # 24 bits: exact in float32, never 0 or 1
 
 
 class Generator(nn.Module):
@@ -94,11 +92,12 @@ class Generator(nn.Module):
 
 def corrupt(batch: dict[str, Tensor], selected: Tensor, logits: Tensor) -> Tensor:
     """The original sequence with each selected position replaced by a detached draw from the generator's
-    distribution there (Gumbel-max: argmax(logits + Gumbel noise) is a sample of softmax(logits)); the
-    salt is the step seed PretrainModule.training_step sets from (seed, step, rank)."""
+    distribution there (inverse CDF: one hashed uniform per position, no [M, V] noise); the salt is the
+    step seed PretrainModule.training_step sets from (seed, step, rank)."""
     rows, positions = selected.nonzero(as_tuple=True)
-    noise = gumbel_noise(torch.initial_seed() & MASK32, batch["input_ids"], rows, positions, logits.shape[-1])
-    samples = (logits.detach().float() + noise).argmax(-1)
+    u = uniforms(torch.initial_seed() & MASK32, batch["input_ids"], rows, positions)
+    cdf = logits.detach().float().softmax(-1).cumsum(-1)
+    samples = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None]).squeeze(-1).clamp(max=logits.shape[-1] - 1)
     original = torch.where(selected, batch["mlm_labels"], batch["input_ids"])
     return original.masked_scatter(selected, samples)
 

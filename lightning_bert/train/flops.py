@@ -94,7 +94,7 @@ def rtd_flops(cfg: Any, dims: tuple[int, int, int, int], vocab_size: int, seq_le
     """Replaced-token detection per token: the generator (its encoder at the discriminator's embedding size,
     its sparse MLM head at the masked share) + the discriminator (the encoder, no MLM head) with its
     per-token RTD head (dense H x H + one logit) on the judged tokens, all but [CLS] and the closing [SEP]
-    of a full-length example. The gathers and the Gumbel-max sampling are index and elementwise work:
+    of a full-length example. The gathers and the inverse-CDF sampling are index, elementwise and scan work:
     0 matmul FLOPs under this module's convention (torch's counter counts them 0 as well)."""
     layers, hidden, _, ffn = dims
     embedding = cfg.model.embedding_size or hidden
