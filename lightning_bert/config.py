@@ -223,13 +223,31 @@ class ObjectiveConfig:
     sbo: bool = False  # SpanBERT span boundary objective (needs masking.unit=span)
     sentence_weight: float = 1.0  # weight of the sentence-task loss
     emd: bool = False  # DeBERTa enhanced mask decoder: absolute positions + the last layer twice before the MLM head
-    lm: str = "mlm"  # mlm (masked LM, BERT) | plm (XLNet permutation LM, two streams; needs model.attention=relative)
+    lm: str = "mlm"  # mlm (masked LM, BERT) | plm (XLNet permutation LM, two streams; needs model.attention=relative) | rtd (ELECTRA replaced-token detection)
     plm_k: int = 6  # plm: predict the last 1/K of each factorisation order (XLNet K=6)
     plm_max_span: int = 5  # plm: targets come in spans of 1..max_span tokens, P(n) ~ 1/n (XLNet max_gram=5)
+    rtd_generator_width: float = 0.25  # rtd: generator hidden/heads/FFN as a share of the discriminator's (ELECTRA small 1/4, base 1/3)
+    rtd_generator_depth: float = 1.0  # rtd: generator layers as a share of the discriminator's (DeBERTa-v3: 1/2)
+    rtd_weight: float = 50.0  # rtd: lambda, weight of the discriminator loss against the generator's MLM (ELECTRA 50, DeBERTa-v3 10)
+    rtd_sharing: str = "tied"  # rtd: embedding sharing none | tied (ELECTRA, both gradients) | gdes (DeBERTa-v3, stop-gradient + delta)
 
     def __post_init__(self) -> None:
         check_choice("objective", "sentence", self.sentence, ("none", "nsp", "sop"))
-        check_choice("objective", "lm", self.lm, ("mlm", "plm"))
+        check_choice("objective", "lm", self.lm, ("mlm", "plm", "rtd"))
+        for name in ("rtd_generator_width", "rtd_generator_depth"):  # a larger generator is refused: it defeats RTD
+            check_range("objective", name, 0 < getattr(self, name) <= 1, "in (0, 1] (a share of the discriminator)",
+                        getattr(self, name))
+        check_range("objective", "rtd_weight", self.rtd_weight > 0, "> 0", self.rtd_weight)
+        check_choice("objective", "rtd_sharing", self.rtd_sharing, ("none", "tied", "gdes"))
+
+    def generator_dims(self, dims: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+        """rtd: the generator's (layers, hidden, heads, ffn) from the discriminator's `dims`: rtd_generator_width
+        of its heads (head size kept), hidden and FFN, rtd_generator_depth of its layers (model/ and flops.py)."""
+        layers, hidden, heads, ffn = dims
+        gen_heads = max(1, round(heads * self.rtd_generator_width))
+        gen_hidden = gen_heads * (hidden // heads)
+        return (max(1, round(layers * self.rtd_generator_depth)), gen_hidden, gen_heads,
+                max(1, round(ffn * gen_hidden / hidden)))
         check_range("objective", "plm_k", 2 <= self.plm_k <= 64, "in [2, 64]", self.plm_k)
         check_range("objective", "plm_max_span", 1 <= self.plm_max_span <= 32, "in [1, 32]", self.plm_max_span)
 
@@ -261,6 +279,7 @@ STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "ddp_find_
 class TrainerConfig:
     max_steps: int = 600  # optimizer steps
     max_tokens: Optional[int] = None  # budget in training tokens; sets max_steps (equal compute in sweeps)
+    max_flops: Optional[float] = None  # budget in model training FLOPs (train/flops.py); sets max_steps (equal compute across objectives)
     batch_size: int = 32  # examples per device per step
     accumulate_grad_batches: int = 1  # micro-batches per optimizer step
     precision: str = "32-true"  # Lightning precision: 32-true | bf16-mixed | 16-mixed | bf16-true
@@ -285,6 +304,10 @@ class TrainerConfig:
             check_range("trainer", name, getattr(self, name) >= 1, ">= 1", getattr(self, name))
         if self.max_tokens is not None:
             check_range("trainer", "max_tokens", self.max_tokens >= 1, ">= 1", self.max_tokens)
+        if self.max_flops is not None:
+            check_range("trainer", "max_flops", self.max_flops > 0, "> 0 (FLOPs, e.g. 1e15)", self.max_flops)
+            if self.max_tokens is not None:
+                raise ConfigError("trainer.max_flops and trainer.max_tokens are both set; give one budget")
         if self.peak_flops is not None:
             check_range("trainer", "peak_flops", self.peak_flops > 0, "> 0 (FLOP/s, e.g. 989e12)", self.peak_flops)
         if self.strategy.startswith(("fsdp", "deepspeed")):  # untested here: refused rather than half-working
@@ -346,6 +369,7 @@ class Config:
             raise ConfigError("objective.sbo=true needs masking.unit=span")
         self._check_relative_table()
         self._check_plm()
+        self._check_rtd()
         if self.data.backend == "hf_streaming":  # lightning_bert/data/streaming.py: packed rows, dynamic masks
             unsupported = [f"{k}={v}" for k, v, ok in (
                 ("objective.sentence", self.objective.sentence, "none"), ("masking.mode", self.masking.mode, "dynamic"),
@@ -379,6 +403,18 @@ class Config:
         k, length = self.objective.plm_k, self.data.max_seq_length
         check_range("data", "max_seq_length", length >= 4 * k, f">= 4 * objective.plm_k = {4 * k} with "
                     "objective.lm=plm (a few targets per sequence)", length)
+
+    def _check_rtd(self) -> None:
+        """Replaced-token detection runs both encoders itself: no sentence task, SBO or EMD beside it."""
+        if self.objective.lm != "rtd":
+            return
+        if self.objective.sentence != "none":
+            raise ConfigError(f"objective.sentence={self.objective.sentence} is not allowed with objective.lm=rtd; "
+                              "use objective.sentence=none (ELECTRA has no sentence task)")
+        for name in ("sbo", "emd"):
+            if getattr(self.objective, name):
+                raise ConfigError(f"objective.{name}=true is not allowed with objective.lm=rtd (the discriminator has "
+                                  f"no MLM head); use objective.{name}=false")
 
     def _check_relative_table(self) -> None:
         """DeBERTa's relative table must fit the longest sequence, and log buckets need room to grow."""

@@ -83,7 +83,7 @@ def test_selection_follows_the_config_in_registration_order() -> None:
 def test_a_named_objective_that_is_not_registered_fails_listing_the_registered_ones(registry: dict) -> None:
     del registry["sop"]
     with pytest.raises(UserError, match=r"objective.sentence='sop' names no registered objective; "
-                                        r"registered: mlm, nsp, plm, sbo$"):
+                                        r"registered: gen_mlm, mlm, nsp, plm, rtd, sbo$"):
         objective_names(load(["objective.sentence=sop"]))
 
 

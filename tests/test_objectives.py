@@ -12,7 +12,8 @@ from lightning_bert.data.masking import IGNORE
 
 SETTINGS = {"mlm": [], "nsp": ["objective.sentence=nsp"], "sop": ["objective.sentence=sop"],
             "sbo": ["masking.unit=span", "objective.sbo=true"],
-            "plm": ["objective.lm=plm", "model.attention=relative", "model.position_biased_input=false"]}
+            "plm": ["objective.lm=plm", "model.attention=relative", "model.position_biased_input=false"],
+            "gen_mlm": ["objective.lm=rtd"], "rtd": ["objective.lm=rtd"]}
 
 
 def _module_and_batch(overrides: list[str]) -> tuple[PretrainModule, dict[str, torch.Tensor]]:

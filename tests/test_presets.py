@@ -26,6 +26,11 @@ EXPECTED = {  # what each preset must switch on (the papers' defining choices)
     "mlm_absolute": {"objective.lm": "mlm", "model.attention": "absolute", "objective.sentence": "none"},
     "deberta": {"model.attention": "disentangled", "model.position_biased_input": False, "model.position_buckets": 256,
                 "model.share_att_key": True, "objective.emd": True, "objective.sentence": "none"},
+    "electra": {"objective.lm": "rtd", "model.attention": "absolute", "objective.rtd_sharing": "tied",
+                "objective.rtd_weight": 50.0, "objective.rtd_generator_width": 0.25, "objective.sentence": "none"},
+    "deberta_v3": {"objective.lm": "rtd", "model.attention": "disentangled", "model.position_buckets": 256,
+                   "model.share_att_key": True, "objective.rtd_sharing": "gdes", "objective.rtd_weight": 10.0,
+                   "objective.rtd_generator_depth": 0.5, "objective.sentence": "none"},
 }
 
 
@@ -58,6 +63,7 @@ def test_preset_trains_on_cpu(name: str, tiny_overrides: list[str], tmp_path: Pa
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     # BERT's init predicts near-uniformly: the first step's LM loss is ln(vocab), whatever the preset
     lm = load([f"experiment={name}"]).objective.get("lm", "mlm")
+    lm = "gen_mlm" if lm == "rtd" else lm  # RTD: the generator's MLM starts at ln(vocab)
     with open(run_dir / "metrics.csv", newline="") as fh:
         first = next(float(r[f"train/{lm}_loss"]) for r in csv.DictReader(fh) if r.get(f"train/{lm}_loss"))
     assert abs(first - math.log(ckpt["hyper_parameters"]["vocab_size"])) < 0.5, first

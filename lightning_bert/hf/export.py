@@ -15,6 +15,7 @@ from lightning_bert.data.tokenizer import SPECIAL_TOKENS
 from lightning_bert.eval.embeddings import POOLINGS
 from lightning_bert.errors import UserError
 from lightning_bert.hf.adapter import pair_head
+from lightning_bert.hf.electra import rtd_exporter
 from lightning_bert.hf.registry import exporter
 from lightning_bert.model.config import EncoderConfig
 
@@ -29,8 +30,8 @@ def hf_model_from_checkpoint(ckpt: dict[str, Any], cfg: EncoderConfig) -> Any:
     """A transformers model holding the checkpoint's weights (MLM head, pooler and pair head where they fit)."""
     import transformers
 
-    adapter = exporter(cfg.attention)
     state = {k: v.float() for k, v in ckpt["state_dict"].items()}
+    adapter = rtd_exporter(state, cfg) or exporter(cfg.attention)  # RTD: the discriminator
     arch = adapter.architecture(cfg, state)
     for marker, notice in DROPPED.items():  # e.g. objectives.mlm.emd.* or objectives.sbo.*
         if any(f".{marker}." in k for k in state if k.startswith("objectives.")):

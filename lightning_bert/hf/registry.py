@@ -8,9 +8,10 @@ from lightning_bert.errors import UserError
 from lightning_bert.hf.adapter import HFAdapter
 from lightning_bert.hf.bert import BertFamilyAdapter
 from lightning_bert.hf.deberta import DebertaV2Adapter
+from lightning_bert.hf.electra import ElectraAdapter
 from lightning_bert.hf.xlnet import XLNetAdapter
 
-ADAPTERS: tuple[HFAdapter, ...] = (BertFamilyAdapter(), DebertaV2Adapter(), XLNetAdapter())
+ADAPTERS: tuple[HFAdapter, ...] = (BertFamilyAdapter(), DebertaV2Adapter(), XLNetAdapter(), ElectraAdapter())
 EXPORTS = {kind: adapter for adapter in ADAPTERS for kind in adapter.attentions}  # our attention kind -> adapter
 IMPORTS = {mt: adapter for adapter in ADAPTERS for mt in adapter.model_types}  # model_type -> adapter
 # each kind and model_type has one adapter: a second claim would silently shadow the first

@@ -24,6 +24,7 @@ from lightning_bert.config import to_dict
 from lightning_bert.data.datamodule import PretrainDataModule
 from lightning_bert.train.checkpoint_io import DurableCheckpointIO
 from lightning_bert.train.durable import CannotWrite, remove_stale_temps
+from lightning_bert.train.flops import step_flops
 from lightning_bert.errors import Diverged, Preempted, UserError
 from lightning_bert.train.launch import agree, in_turns, job_owner
 from lightning_bert.train.pretrain import PretrainModule
@@ -124,6 +125,9 @@ def planned_steps(cfg: DictConfig, data: PretrainDataModule) -> tuple[int, int]:
     run stops at the first step that reaches it (PretrainModule), and the schedule is sized from the
     examples' mean length; the cap only guards against a budget the data cannot reach."""
     t = cfg.trainer
+    if t.max_flops is not None:  # a whole number of steps of a fixed, host-known cost (train/flops.py step_flops)
+        steps = max(1, math.ceil(t.max_flops / step_flops(cfg, data.vocab_size)))
+        return steps, steps
     if t.max_tokens is None:
         return t.max_steps, t.max_steps
     if data.train_set is None:  # a stream: packed rows fill every slot

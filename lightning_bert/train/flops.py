@@ -9,10 +9,11 @@ Imports torch only to read the current device's name; no model is built here.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from lightning_bert.config import POSITION_SCHEMES, ModelConfig
+from lightning_bert.config import POSITION_SCHEMES, ModelConfig, ObjectiveConfig
 
 # Dense (no structured sparsity) peak FLOP/s per GPU from NVIDIA's datasheets: bf16/fp16 and tf32 on
 # tensor cores, fp32 on CUDA cores. Keys are matched against torch.cuda.get_device_name() (lower case),
@@ -55,6 +56,10 @@ class FlopCount:
     def training(self) -> float:
         return 3 * self.forward
 
+    def __add__(self, other: FlopCount) -> FlopCount:
+        """Two networks met by each token (RTD: generator + discriminator), part by part."""
+        return FlopCount(*(getattr(self, f.name) + getattr(other, f.name) for f in dataclasses.fields(self)))
+
 
 def count_flops(hidden: int, layers: int, ffn: int, vocab: int, seq_len: int, embedding: Optional[int] = None,
                 mlm_rate: float = 0.15, pair_head: bool = False, score_terms: int = 1) -> FlopCount:
@@ -76,15 +81,43 @@ def count_flops(hidden: int, layers: int, ffn: int, vocab: int, seq_len: int, em
 def config_flops(cfg: Any, vocab_size: int, seq_len: Optional[int] = None) -> FlopCount:
     """FlopCount of a run config (the top-level DictConfig): model dims, masking rate, sentence head.
     `seq_len` defaults to data.max_seq_length (packed batches; pass the mean padded length otherwise)."""
-    layers, hidden, _, ffn = ModelConfig.dims(cfg.model)  # works on a DictConfig and on the dataclass
+    layers, hidden, heads, ffn = ModelConfig.dims(cfg.model)  # works on a DictConfig and on the dataclass
     terms = POSITION_SCHEMES[ModelConfig.position_scheme(cfg.model)].score_terms
-    return count_flops(hidden, layers, ffn, vocab_size, seq_len or cfg.data.max_seq_length,
-                       cfg.model.embedding_size, cfg.masking.rate, cfg.objective.sentence != "none", terms)
+    seq_len = seq_len or cfg.data.max_seq_length
+    if cfg.objective.lm == "rtd":
+        return rtd_flops(cfg, (layers, hidden, heads, ffn), vocab_size, seq_len, terms)
+    return count_flops(hidden, layers, ffn, vocab_size, seq_len, cfg.model.embedding_size, cfg.masking.rate,
+                       cfg.objective.sentence != "none", terms)
+
+
+def rtd_flops(cfg: Any, dims: tuple[int, int, int, int], vocab_size: int, seq_len: int, terms: int) -> FlopCount:
+    """Replaced-token detection per token: the generator (its encoder at the discriminator's embedding size,
+    its sparse MLM head at the masked share) + the discriminator (the encoder, no MLM head) with its
+    per-token RTD head (dense H x H + one logit) on the judged tokens, all but [CLS] and the closing [SEP]
+    of a full-length example. The gathers and the inverse-CDF sampling are index, elementwise and scan work:
+    0 matmul FLOPs under this module's convention (torch's counter counts them 0 as well)."""
+    layers, hidden, _, ffn = dims
+    embedding = cfg.model.embedding_size or hidden
+    gen_layers, gen_hidden, _, gen_ffn = ObjectiveConfig.generator_dims(cfg.objective, dims)
+    generator = count_flops(gen_hidden, gen_layers, gen_ffn, vocab_size, seq_len, embedding, cfg.masking.rate,
+                            False, terms)
+    discriminator = count_flops(hidden, layers, ffn, vocab_size, seq_len, embedding, 0.0, False, terms)
+    judged = (seq_len - 2) / seq_len
+    return generator + dataclasses.replace(discriminator, heads=judged * 2.0 * (hidden * hidden + hidden))
 
 
 def training_flops_per_token(cfg: Any, vocab_size: int, seq_len: Optional[int] = None) -> float:
     """Model FLOPs of one training token (forward + backward) for a run config: what MFU divides by."""
     return config_flops(cfg, vocab_size, seq_len).training
+
+
+def step_flops(cfg: Any, vocab_size: int) -> float:
+    """Model training FLOPs of one optimizer step, on the host: every example slot of the step (all
+    micro-batches and ranks) at data.max_seq_length tokens (exact for packed examples; an upper bound
+    when pairs are padded). trainer.max_flops stops at the first step whose cumulative count reaches it."""
+    t = cfg.trainer
+    slots = t.batch_size * t.accumulate_grad_batches * t.devices * t.num_nodes
+    return training_flops_per_token(cfg, vocab_size) * cfg.data.max_seq_length * slots
 
 
 def peak_flops(device_name: str, precision: str) -> Optional[float]:

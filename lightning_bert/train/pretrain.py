@@ -18,7 +18,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from lightning_bert import config as schema
 from lightning_bert.train.checkpoint import encoder_config
 from lightning_bert.errors import Diverged, UserError
-from lightning_bert.train.flops import device_peak_flops, training_flops_per_token
+from lightning_bert.train.flops import device_peak_flops, step_flops, training_flops_per_token
 from lightning_bert.model.encoder import BertEncoder
 from lightning_bert.objectives import MicroBatch, Objective, build_objectives, check_batch, encoder_mask
 from lightning_bert.train.optim import build_optimizer
@@ -185,8 +185,9 @@ class PretrainModule(pl.LightningModule):
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         """Stop at the token budget; either way the last step validates (Lightning validates when asked
         to stop), so every summary holds metrics from exactly the final weights."""
-        budget = self.cfg.trainer.max_tokens
-        if (budget is not None and int(self.tokens_seen) >= budget) or self.global_step >= self.trainer.max_steps:
+        budget, flops = self.cfg.trainer.max_tokens, self.cfg.trainer.max_flops
+        if (budget is not None and int(self.tokens_seen) >= budget) or self.global_step >= self.trainer.max_steps \
+                or (flops is not None and self.global_step * step_flops(self.cfg, self.encoder.config.vocab_size) >= flops):
             self.trainer.should_stop = True
 
     # ---- validation -----------------------------------------------------------------------------
