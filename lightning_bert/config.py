@@ -243,7 +243,7 @@ class ModelConfig:
 
     def ffn_width(self) -> int:
         """The feed-forward's inner width: intermediate_size, times its share for a gated kind (SwiGLU 2/3)."""
-        return int(self.dims()[3] * GATED_FFNS.get(self.ffn, 1))
+        return int(ModelConfig.dims(self)[3] * GATED_FFNS.get(self.ffn, 1))  # also on a DictConfig (train/flops.py)
 
     def position_scheme(self) -> str:
         """model.positions resolved: the attention kind's default scheme when null."""
