@@ -198,7 +198,7 @@ class ModelConfig:
 
     def check_modern(self) -> None:
         """RoPE, gated FFNs, ModernBERT's norm placement and local/global layers (issue 17)."""
-        hidden, heads, intermediate = self.dims()[1], self.dims()[2], self.dims()[3]
+        _, hidden, heads, intermediate = self.dims()
         if POSITION_SCHEMES[self.position_scheme()].rotary and (hidden // heads) % 2:
             raise ConfigError(f"model.positions=rope needs an even head dimension; hidden_size {hidden} / num_heads "
                               f"{heads} = {hidden // heads}")
