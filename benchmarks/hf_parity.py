@@ -5,7 +5,7 @@
 Without arguments: one checkpoint per layout with random, non-trivial weights (LayerNorm gains and biases
 too) and a WordPiece tokenizer trained on Wikipedia; with CKPT paths: those checkpoints. Prints the
 architecture written, and the max abs difference of MLM logits, pooled output and pair-head logits
-(BERT / ALBERT), of MLM logits (RoBERTa-PreLayerNorm, DeBERTa), of the content stream (XLNet).
+(BERT / ALBERT), of MLM logits (RoBERTa-PreLayerNorm, DeBERTa, ModernBERT), of the content stream (XLNet).
 (*) Truncated pairs can differ by one token: glue.encode pops from segment A when both are equally long,
 transformers' longest_first (and BERT's _truncate_seq_pair) from segment B.
 """
@@ -29,7 +29,12 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 LAYOUTS = {"bert+nsp": ["objective.sentence=nsp"], "albert+sop (shared, E=32)": [
     "objective.sentence=sop", "model.embedding_size=32", "model.share_layers=all", "model.num_layers=3"],
     "pre-LN": ["model.norm_position=pre"], "deberta (+EMD dropped)": ["experiment=deberta", "tokenizer.kind=wordpiece"],
-    "xlnet": ["experiment=xlnet"]}
+    "xlnet": ["experiment=xlnet"],
+    "modernbert (local/global)": [  # ModernBERT's layout; a 16-token window, so local and global layers differ
+        "model.positions=rope", "model.rope_theta=160000", "model.local_rope_theta=10000", "model.ffn=geglu",
+        "model.norm_position=pre", "model.first_attention_norm=false", "model.segment_embeddings=false",
+        "model.attention_bias=false", "model.mlp_bias=false", "model.norm_bias=false", "model.head_bias=false",
+        "model.local_window=16", "model.global_every=3", "model.num_layers=4"]}
 SMALL = ["model.hidden_size=64", "model.intermediate_size=128", "data.max_seq_length=128", "logger.wandb.mode=disabled"]
 
 
@@ -82,8 +87,7 @@ def parity(ckpt: Path, out: Path) -> tuple[str, dict[str, float]]:
                                    attention_mask=batch["attention_mask"].float()).last_hidden_state
         result["content stream"] = float((theirs[mask] - hidden[mask]).abs().max())
         return arch, result
-    out_t = model(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],
-                  attention_mask=batch["attention_mask"])
+    out_t = model(**{k: batch[k] for k in theirs_in})  # the inputs its tokenizer gives (ModernBERT: no segments)
     logits = out_t.prediction_logits if hasattr(out_t, "prediction_logits") else out_t.logits
     result["MLM logits"] = float((logits[mask] - ours.objectives["mlm"].head(hidden)[mask]).abs().max())
     pair = next((n for n in ("nsp", "sop") if n in ours.objectives), None)

@@ -206,16 +206,19 @@ def test_the_registry_names_the_supported_kinds_and_model_types_in_one_line() ->
     from lightning_bert.errors import UserError
     from lightning_bert.hf.adapter import HFAdapter
     from lightning_bert.hf.registry import ADAPTERS, exporter, importer
+    from lightning_bert.model.config import EncoderConfig
 
     assert all(isinstance(adapter, HFAdapter) for adapter in ADAPTERS)
-    assert {kind: type(exporter(kind)).__name__ for kind in ("absolute", "disentangled", "relative")} == {
+    kinds = {kind: EncoderConfig(vocab_size=100, attention=kind) for kind in ("absolute", "disentangled", "relative")}
+    assert {kind: type(exporter(cfg)).__name__ for kind, cfg in kinds.items()} == {
         "absolute": "BertFamilyAdapter", "disentangled": "DebertaV2Adapter", "relative": "XLNetAdapter"}
     assert type(importer("albert", "DIR")).__name__ == "BertFamilyAdapter"
+    kinds["absolute"].attention = "sliding"  # a kind no adapter exports (the config itself would refuse it)
     with pytest.raises(UserError) as err:
-        exporter("sliding")
+        exporter(kinds["absolute"])
     assert str(err.value) == ("model.attention=sliding has no transformers export; "
                               "supported: absolute, disentangled, relative")
     with pytest.raises(UserError) as err:
         importer("gpt2", "DIR")
     assert str(err.value) == ("model.init_from=DIR: model_type 'gpt2' is not supported; "
-                              "supported: albert, bert, deberta-v2, roberta-prelayernorm, xlnet")
+                              "supported: albert, bert, deberta-v2, electra, modernbert, roberta-prelayernorm, xlnet")

@@ -1,7 +1,7 @@
 """The interface every transformers architecture implements: its config mapping and its weight maps, both ways.
 
-An adapter is stateless; hf/registry.py lists one instance per architecture and picks the adapter by our
-attention kind (export) or by config.json's model_type (import). transformers is imported lazily, inside
+An adapter is stateless; hf/registry.py lists one instance per architecture and picks the adapter that
+`exports(cfg)` (our attention kind and position scheme) or imports config.json's model_type. transformers is imported lazily, inside
 hf_config() only: the core training path imports the adapters (model.init_from) but never transformers.
 """
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Optional
 
 from torch import Tensor
 
+from lightning_bert.config import ATTENTION_KINDS
 from lightning_bert.model.config import EncoderConfig
 
 PAIR_HEADS = ("nsp", "sop")  # our sentence-pair objectives, each with a pooler + classifier head
@@ -25,9 +26,20 @@ class HFAdapter(ABC):
     """One transformers architecture family; export: our config + state -> theirs, import: theirs -> ours."""
 
     attentions: ClassVar[tuple[str, ...]]  # our model.attention kinds it exports
+    positions: ClassVar[Optional[tuple[str, ...]]] = None  # the position schemes it exports; None = each kind's default
     model_types: ClassVar[tuple[str, ...]]  # the config.json model_type values it imports
     architectures: ClassVar[tuple[str, ...]]  # the transformers classes export may write
     import_notice: ClassVar[Optional[str]] = None  # warned on import where outputs are close, not equal
+    input_names: ClassVar[tuple[str, ...]] = ("input_ids", "token_type_ids", "attention_mask")  # its tokenizer's outputs
+
+    def schemes(self) -> tuple[str, ...]:
+        """The model.positions schemes it exports (with any of its attention kinds)."""
+        return self.positions or tuple(ATTENTION_KINDS[kind][0] for kind in self.attentions)
+
+    def exports(self, cfg: EncoderConfig) -> bool:
+        """Whether this adapter is the one that exports `cfg` (BERT: learned positions, ModernBERT: RoPE); it may
+        still refuse an option of `cfg` in one line (hf_config, to_hf)."""
+        return cfg.attention in self.attentions and cfg.positions in self.schemes()
 
     @abstractmethod
     def architecture(self, cfg: EncoderConfig, state: dict[str, Tensor]) -> str:

@@ -1,5 +1,5 @@
 """Checkpoint -> transformers directory: config.json + model.safetensors + fast tokenizer files, and optionally
-the sentence-transformers modules. The adapter is picked by the checkpoint's attention kind (hf/registry.py)."""
+the sentence-transformers modules. The adapter is the one that exports the checkpoint's config (hf/registry.py)."""
 from __future__ import annotations
 
 import logging
@@ -14,7 +14,7 @@ from lightning_bert.train.checkpoint import encoder_config, read_checkpoint
 from lightning_bert.data.tokenizer import SPECIAL_TOKENS
 from lightning_bert.eval.embeddings import POOLINGS
 from lightning_bert.errors import UserError
-from lightning_bert.hf.adapter import pair_head
+from lightning_bert.hf.adapter import HFAdapter, pair_head
 from lightning_bert.hf.electra import rtd_exporter
 from lightning_bert.hf.registry import exporter
 from lightning_bert.model.config import EncoderConfig
@@ -31,7 +31,7 @@ def hf_model_from_checkpoint(ckpt: dict[str, Any], cfg: EncoderConfig) -> Any:
     import transformers
 
     state = {k: v.float() for k, v in ckpt["state_dict"].items()}
-    adapter = rtd_exporter(state, cfg) or exporter(cfg.attention)  # RTD: the discriminator
+    adapter = rtd_exporter(state, cfg) or exporter(cfg)  # RTD: the discriminator
     arch = adapter.architecture(cfg, state)
     for marker, notice in DROPPED.items():  # e.g. objectives.mlm.emd.* or objectives.sbo.*
         if any(f".{marker}." in k for k in state if k.startswith("objectives.")):
@@ -49,7 +49,7 @@ def hf_model_from_checkpoint(ckpt: dict[str, Any], cfg: EncoderConfig) -> Any:
     return model
 
 
-def fast_tokenizer(tokenizer_json: str, max_length: int) -> Any:
+def fast_tokenizer(tokenizer_json: str, max_length: int, input_names: tuple[str, ...] = HFAdapter.input_names) -> Any:
     """Our tokenizers.Tokenizer as a transformers fast tokenizer: [CLS] A [SEP] (B [SEP]) added, as ours."""
     import transformers
 
@@ -62,7 +62,7 @@ def fast_tokenizer(tokenizer_json: str, max_length: int) -> Any:
     pad, unk, cls, sep, mask = SPECIAL_TOKENS
     return transformers.PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token=pad, unk_token=unk, cls_token=cls, sep_token=sep, mask_token=mask,
-        model_max_length=max_length, model_input_names=["input_ids", "token_type_ids", "attention_mask"])
+        model_max_length=max_length, model_input_names=list(input_names))
 
 
 def prepare_out_dir(out_dir: str | Path, overwrite: bool) -> Path:
@@ -89,7 +89,7 @@ def export_dir(ckpt_path: str | Path, out_dir: str | Path, overwrite: bool = Fal
     model = hf_model_from_checkpoint(ckpt, cfg)  # fails (one line) before anything is written
     out = prepare_out_dir(out_dir, overwrite)
     model.save_pretrained(out, safe_serialization=True)
-    fast_tokenizer(ckpt["tokenizer"], cfg.max_position_embeddings).save_pretrained(out)
+    fast_tokenizer(ckpt["tokenizer"], cfg.max_position_embeddings, exporter(cfg).input_names).save_pretrained(out)
     if sentence_transformers:
         write_sentence_transformers(out, cfg.hidden_size, pooling, normalize, int(run_cfg.data.max_seq_length))
     log.info("exported %s as %s to %s", ckpt_path, model.config.architectures[0], out)

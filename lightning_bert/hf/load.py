@@ -174,8 +174,8 @@ def load_dir(source: str) -> HFInit:
             state[name] = state[name][order].contiguous()
     if "objectives.mlm.head.decoder_weight" in state:
         state["objectives.mlm.head.decoder_weight"] = state["encoder.embeddings.word_embeddings.weight"]
-    types = state["encoder.embeddings.token_type_embeddings.weight"]
-    if types.shape[0] != cfg.type_vocab_size or types.shape[0] < 2:  # RoBERTa has one segment: B reuses it
+    types = state.get("encoder.embeddings.token_type_embeddings.weight")  # none without segment embeddings
+    if types is not None and (types.shape[0] != cfg.type_vocab_size or types.shape[0] < 2):  # RoBERTa has one segment: B reuses it
         state["encoder.embeddings.token_type_embeddings.weight"] = torch.cat([types, types])[:2]
         kwargs["type_vocab_size"] = 2
     return HFInit(source, kwargs, state, tokenizer)
