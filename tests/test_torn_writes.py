@@ -56,14 +56,15 @@ def test_resumed_writer_appends_after_the_complete_rows(tmp_path: Path) -> None:
 
     path = metrics_file(tmp_path)
     cut_mid_row(path)
-    trim_metrics(path, from_step=3)  # a resume from step 3 after the torn write
+    trim_metrics(path, from_step=5)  # a resume from step 5: the torn row of step 4 is not the resumed part
     logger = ResumableCSVLogger(tmp_path)
-    logger.log_metrics({"train/loss": 1.5, "tokens_seen": 192.0}, step=3)
+    logger.log_metrics({"train/loss": 1.5, "tokens_seen": 320.0}, step=5)
     logger.save()
-    logger.log_metrics({"train/loss": 1.25, "lr": 0.001}, step=4)  # a new column: the file is replaced whole
+    logger.log_metrics({"train/loss": 1.25, "lr": 0.001}, step=6)  # a new column: the file is replaced whole
     logger.save()
     rows = list(csv.DictReader(path.open(newline="")))
-    assert [(r["step"], r["train/loss"]) for r in rows] == [("1", "4.9"), ("2", "4.8"), ("3", "1.5"), ("4", "1.25")]
+    assert [(r["step"], r["train/loss"]) for r in rows] == [("1", "4.9"), ("2", "4.8"), ("3", "4.7"), ("5", "1.5"),
+                                                            ("6", "1.25")]
     assert rows[-1]["lr"] == "0.001" and path.read_text().endswith("\n")
     assert not list(tmp_path.glob(".metrics.csv.tmp-*"))
 

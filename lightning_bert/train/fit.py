@@ -7,7 +7,7 @@ import os
 import signal
 import time
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -73,7 +73,8 @@ def wandb_agent_run() -> Optional[str]:
 def resume_requeued(cfg: DictConfig, run_dir: Path) -> None:
     """`wandb agent` reruns a preempted trial (exit 143/138, marked preempting) with the same run id and the
     same arguments: continue its checkpoint instead of training it again from step 0."""
-    if cfg.run.resume == "none" and wandb_agent_run() and (run_dir / "checkpoints" / "last.ckpt").is_file():
+    own_dir = run_dir.name == wandb_agent_run()  # not a run.name that other runs of the sweep may share
+    if cfg.run.resume == "none" and own_dir and (run_dir / "checkpoints" / "last.ckpt").is_file():
         log.info("wandb agent requeued run %s: resuming from its checkpoint", run_dir.name)
         cfg.run.resume = "auto"
 
@@ -268,7 +269,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         name = signal.Signals(signum).name
         record.write("interrupted", {k: float(v) for k, v in trainer.callback_metrics.items()}, error=f"stopped by {name}")
         if wandb is not None and trainer.global_rank == 0:
-            wandb.experiment.mark_preempting()  # a W&B sweep requeues a preempting run that exits non-zero
+            with suppress(Exception):  # best effort: the exit code below is what must not be lost
+                wandb.experiment.mark_preempting()  # a W&B sweep requeues a preempting run that exits non-zero
         raise Preempted(f"stopped by {name} at step {trainer.global_step}, checkpoint saved; continue with "
                         f"run.name={run_dir.name} run.resume=auto", 128 + signum) from None
     except (CannotWrite, OSError) as err:  # a full or read-only disk, outside the checkpoint writer too
