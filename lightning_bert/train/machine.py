@@ -4,6 +4,7 @@ Lightning finds the first two only when the Trainer is built (after the corpus i
 launcher a multi-node run waits for peers that never come."""
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -47,15 +48,20 @@ def check_launcher(num_nodes: int) -> None:
 
 
 def check_writable(directory: Path) -> None:
-    """`directory` can be created and written (a tiny probe file): a read-only, full or forbidden place fails
-    now, in one line (CannotWrite), not after the corpus is tokenized or the model trained."""
+    """`directory` can be created and written: a tiny probe file in it, or in its nearest existing ancestor
+    (nothing is created before the data work). A read-only, full or forbidden place, or a file in the way,
+    fails now in one line (CannotWrite), not after the corpus is tokenized or the model trained."""
     directory = Path(directory).expanduser()
-    probe = directory / f".write-probe-{os.getpid()}"
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise CannotWrite(directory, OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)))
+    probe = existing / f".write-probe-{os.getpid()}"
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise CannotWrite(directory, err) from None
-    atomic_write_text(probe, "ok")
+        atomic_write_text(probe, "ok")
+    except CannotWrite as err:
+        raise CannotWrite(directory, OSError(err.errno, err.reason)) from None
     probe.unlink(missing_ok=True)
 
 
