@@ -8,6 +8,7 @@ with defaults and comments, and a user mistake prints `error: ...` on one line a
 from __future__ import annotations
 
 import dataclasses
+import errno
 import inspect
 import logging
 import re
@@ -57,6 +58,18 @@ def run_main(doc: str, body: Callable[[list[str]], Optional[int]], argv: Optiona
         return body(argv) or 0
     except UserError as err:
         return fail(err)
+    except OSError as err:
+        if err.filename is None:  # not about a path (a socket, a bug): the traceback helps
+            raise
+        return fail(path_error(err))
+
+
+def path_error(err: OSError) -> UserError:
+    """An OSError about a path (full disk, read-only, missing, forbidden) as one line naming the path. Which
+    operation failed is not recorded in the error: a missing path was to be read, a forbidden one accessed,
+    anything else (no space, read-only, a directory in the way) written."""
+    verb = {errno.ENOENT: "read", errno.EACCES: "access", errno.EPERM: "access"}.get(err.errno or 0, "write")
+    return UserError(f"cannot {verb} {err.filename}: {err.strerror or err}")
 
 
 def describe_schema(cls: type, prefix: str = "") -> str:
@@ -100,44 +113,58 @@ def explain(err: OmegaConfBaseException, schema: type, section: str) -> ConfigEr
 
 def to_dotlist(cls: type, argv: Sequence[str], positional: Sequence[str] = (),
                passthrough: bool = False) -> tuple[list[str], list[str]]:
-    """argv -> (dotlist for `cls`, the rest). `--key value` / `--key=value` / `--flag` (bool) / `key=value`;
-    bare values fill `positional` fields in order. With passthrough, unknown key=value items go to the rest
-    (e.g. pretraining overrides a command forwards to config.load)."""
+    """argv -> (dotlist for `cls`, the rest). `--key value` / `--key=value` / `--flag` (bool) / `key=value`,
+    keys dotted into nested sections (`--model.size tiny`); bare values fill `positional` fields in order.
+    With passthrough, unknown keys go to the rest as `key=value` (e.g. pretraining overrides a command
+    forwards to config.load, which names what is allowed)."""
     names = {f.name: f for f in dataclasses.fields(cls)}
     dotlist, rest, free = [], [], list(positional)
     items = list(argv)
     while items:
         item = items.pop(0)
         if item.startswith("--"):
-            key, _, value = item[2:].partition("=")
+            key, has_value, value = item[2:].partition("=")
             key = key.replace("-", "_")
-            if key not in names:
+            field = field_of(cls, key)
+            if field is None and not passthrough:
                 raise UserError(f"unknown option --{item[2:].split('=')[0]}; allowed: "
                                 + ", ".join(f"--{n.replace('_', '-')}" for n in names))
-            if not _ and names[key].type in ("bool", bool):
+            if not has_value and field is not None and field.type in ("bool", bool):
                 value = "true"
-            elif not _:
+            elif not has_value:
                 if not items:
                     raise UserError(f"--{key.replace('_', '-')} needs a value")
                 value = items.pop(0)
-            dotlist.append(_listed(names, key, value))
+            (dotlist if field is not None else rest).append(_listed(field, key, value))
         elif "=" in item:
             key, value = item.split("=", 1)
             key = key.lstrip("+")
             if key.split(".")[0] in names or not passthrough:
-                dotlist.append(_listed(names, key, value))
+                dotlist.append(_listed(field_of(cls, key), key, value))
             else:
                 rest.append(item)
         elif free:
-            dotlist.append(_listed(names, free.pop(0), item))
+            name = free.pop(0)
+            dotlist.append(_listed(names.get(name), name, item))
         else:
             raise UserError(f"unexpected argument '{item}' (expected key=value)")
     return dotlist, rest
 
 
-def _listed(names: dict[str, dataclasses.Field], key: str, value: str) -> str:
+def field_of(cls: type, key: str) -> Optional[dataclasses.Field]:
+    """The schema field of dotted `key` (nested dataclasses walked), or None when there is none."""
+    node: Any = cls
+    *sections, name = key.split(".")
+    for part in sections:
+        child = {f.name: f.default_factory for f in dataclasses.fields(node)}.get(part)  # type: ignore[misc]
+        if not dataclasses.is_dataclass(child):
+            return None
+        node = child
+    return {f.name: f for f in dataclasses.fields(node)}.get(name)
+
+
+def _listed(field: Optional[dataclasses.Field], key: str, value: str) -> str:
     """`key=value` with a plain value for a list field meaning a one-item list (`tasks=sst2`)."""
-    field = names.get(key)
     is_list = field is not None and str(field.type).startswith(("list", "List"))
     return f"{key}=[{value}]" if is_list and not value.startswith("[") else f"{key}={value}"
 
@@ -168,6 +195,11 @@ def required(value: Optional[T], usage: str) -> T:
 class ProbeArgs:
     ckpt: Optional[str] = None  # checkpoint to probe (first positional); other key=value items are pretraining overrides
     max_examples: Optional[int] = None  # held-out pairs per task (null = all the probe builds)
+
+    def __post_init__(self) -> None:
+        if self.max_examples is not None and self.max_examples < 1:  # a probe of 0 pairs fits nothing
+            raise ConfigError(f"probe.max_examples={self.max_examples} is out of range; it must be >= 1 "
+                              "(null = all pairs)")
 
 
 @dataclasses.dataclass

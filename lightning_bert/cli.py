@@ -19,7 +19,7 @@ import inspect
 import sys
 from typing import Optional, Sequence
 
-from lightning_bert.args import HELP, fail, run_main
+from lightning_bert.args import HELP, fail, run_main, to_dotlist
 from lightning_bert.errors import UserError
 
 # command -> function main(argv) that runs it
@@ -55,9 +55,10 @@ def train_main(argv: Optional[Sequence[str]] = None, doc: str = TRAIN_DOC) -> in
     """`python train.py` / `lightning-bert train`: config (fails fast, before torch or the corpus) -> fit."""
 
     def body(args: list[str]) -> int:
-        from lightning_bert.config import load
+        from lightning_bert.config import Config, load
 
-        cfg = load(args)
+        dotlist, rest = to_dotlist(Config, args, passthrough=True)  # rest: experiment=NAME, unknown keys
+        cfg = load(rest + dotlist)
         from lightning_bert.train.fit import run
 
         summary = run(cfg)

@@ -71,6 +71,9 @@ def check_range(section: str, name: str, ok: bool, rule: str, value: Any) -> Non
         raise ConfigError(f"{section}.{name}={value!r} is out of range; it must be {rule}")
 
 
+SEED_MAX = 2**32 - 1  # numpy's seed range, which Lightning's seed_everything enforces (it picks a random seed outside)
+
+
 @dataclass
 class RunConfig:
     name: Optional[str] = None  # run directory and W&B run name; default <experiment>-<timestamp>
@@ -79,6 +82,9 @@ class RunConfig:
     resume: str = "none"  # none | auto (last checkpoint of this run directory) | path/to/file.ckpt
     resume_force: bool = False  # resume even if the config changes what the run trains (objective, data, ...)
     experiment: Optional[str] = None  # preset loaded from experiments/NAME.yaml (set by `experiment=NAME`)
+
+    def __post_init__(self) -> None:
+        check_range("run", "seed", 0 <= self.seed <= SEED_MAX, f"in [0, {SEED_MAX}]", self.seed)
 
 
 @dataclass
@@ -107,6 +113,7 @@ class DataConfig:
         check_choice("data", "backend", self.backend, ("cache", "hf_streaming"))
         if self.max_documents is not None:
             check_range("data", "max_documents", self.max_documents >= 2, ">= 2", self.max_documents)
+        check_range("data", "cache_dir", bool(self.cache_dir.strip()), "a directory path", self.cache_dir)
 
 
 @dataclass
@@ -120,6 +127,9 @@ class TokenizerConfig:
     def __post_init__(self) -> None:
         check_choice("tokenizer", "kind", self.kind, ("wordpiece", "bpe", "unigram"))
         check_range("tokenizer", "vocab_size", 300 <= self.vocab_size <= 1_000_000, "in [300, 1000000]", self.vocab_size)
+        # tokenizers' trainers take an unsigned count (a negative one is an OverflowError deep in Rust)
+        check_range("tokenizer", "min_frequency", 0 <= self.min_frequency <= 2**32 - 1, "in [0, 4294967295]",
+                    self.min_frequency)
 
 
 @dataclass
@@ -284,6 +294,8 @@ class MaskingConfig:
         check_range("masking", "dupe_factor", self.dupe_factor >= 1, ">= 1", self.dupe_factor)
         check_range("masking", "span_p", 0 < self.span_p <= 1, "in (0, 1]", self.span_p)
         check_range("masking", "span_max", self.span_max >= 1, ">= 1", self.span_max)
+        check_range("masking", "span_max", self.span_max <= 512, "<= 512 (words; longer spans cover whole examples)",
+                    self.span_max)
 
 
 @dataclass
@@ -319,6 +331,8 @@ class ObjectiveConfig:
                 max(1, round(ffn * gen_hidden / hidden)))
         check_range("objective", "plm_k", 2 <= self.plm_k <= 64, "in [2, 64]", self.plm_k)
         check_range("objective", "plm_max_span", 1 <= self.plm_max_span <= 32, "in [1, 32]", self.plm_max_span)
+        check_range("objective", "sentence_weight", 0 <= self.sentence_weight < float("inf"), ">= 0 and finite",
+                    self.sentence_weight)
 
 
 @dataclass
@@ -337,6 +351,11 @@ class OptimConfig:
         check_range("optim", "lr", 0 < self.lr < 1, "in (0, 1)", self.lr)
         check_range("optim", "warmup_steps", self.warmup_steps >= 0, ">= 0", self.warmup_steps)
         check_range("optim", "min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "in [0, 1]", self.min_lr_ratio)
+        # what torch.optim.AdamW refuses (at the first step, after all the data work)
+        for name in ("beta1", "beta2"):
+            check_range("optim", name, 0 <= getattr(self, name) < 1, "in [0, 1)", getattr(self, name))
+        check_range("optim", "eps", 0 <= self.eps < 1, "in [0, 1)", self.eps)
+        check_range("optim", "weight_decay", 0 <= self.weight_decay < 1, "in [0, 1)", self.weight_decay)
 
 
 # Lightning strategies that are tested here (DDP: tests/test_train.py). FSDP and DeepSpeed are refused.
@@ -369,8 +388,13 @@ class TrainerConfig:
         check_choice("trainer", "precision", self.precision, ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true"))
         check_choice("trainer", "accelerator", self.accelerator, ("auto", "cpu", "gpu", "cuda", "mps"))
         for name in ("max_steps", "batch_size", "accumulate_grad_batches", "devices", "num_nodes",
-                     "val_check_interval", "limit_val_batches", "log_every_n_steps", "checkpoint_every_n_steps"):
+                     "val_check_interval", "log_every_n_steps", "checkpoint_every_n_steps"):
             check_range("trainer", name, getattr(self, name) >= 1, ">= 1", getattr(self, name))
+        # 0 = no validation (what the zero-step refusal suggests for a run without held-out examples)
+        check_range("trainer", "limit_val_batches", self.limit_val_batches >= 0, ">= 0", self.limit_val_batches)
+        check_range("trainer", "gradient_clip_val", 0 <= self.gradient_clip_val < float("inf"), ">= 0 (0 = off)",
+                    self.gradient_clip_val)
+        check_range("trainer", "skip_nonfinite", self.skip_nonfinite >= 0, ">= 0", self.skip_nonfinite)
         if self.max_tokens is not None:
             check_range("trainer", "max_tokens", self.max_tokens >= 1, ">= 1", self.max_tokens)
         if self.max_flops is not None:
@@ -396,6 +420,7 @@ class WandbConfig:
 
     def __post_init__(self) -> None:
         check_choice("logger.wandb", "mode", self.mode, ("auto", "online", "offline", "disabled"))
+        check_range("logger.wandb", "init_timeout", self.init_timeout >= 1, ">= 1 (seconds)", self.init_timeout)
 
 
 @dataclass
@@ -418,6 +443,11 @@ class EvalConfig:
     def __post_init__(self) -> None:
         for name in self.downstream:
             check_choice("eval", "downstream", name.removeprefix("glue:"), DOWNSTREAM)
+        # checked here, under these names: fine-tuning (finetune.FinetuneConfig) only runs after pretraining
+        check_range("eval", "glue_seeds", self.glue_seeds >= 1, ">= 1", self.glue_seeds)
+        if self.max_train_examples is not None:
+            check_range("eval", "max_train_examples", self.max_train_examples >= 1, ">= 1 (null = full train sets)",
+                        self.max_train_examples)
 
 
 @dataclass
@@ -434,6 +464,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
+        self._check_positions()
         if self.objective.sbo and self.masking.unit != "span":
             raise ConfigError("objective.sbo=true needs masking.unit=span")
         self._check_relative_table()
@@ -452,6 +483,14 @@ class Config:
             if not self.data.valid_path:
                 raise ConfigError("data.backend=hf_streaming needs data.valid_path=[held-out files] for validation and "
                                   "the canonical evaluation (a stream holds no held-out block)")
+
+    def _check_positions(self) -> None:
+        """Learned absolute positions must cover the longest example (an index error in the first step otherwise)."""
+        count = self.model.max_position_embeddings
+        check_range("model", "max_position_embeddings", 1 <= count <= 65536, "in [1, 65536]", count)
+        if self.model.biased_input() and self.data.max_seq_length > count:
+            raise ConfigError(f"data.max_seq_length={self.data.max_seq_length} is longer than "
+                              f"model.max_position_embeddings={count} learned positions; it must be <= {count}")
 
     def _check_plm(self) -> None:
         """XLNet's permutation LM: two streams need relative positions; no sentence task, SBO or EMD on top."""
@@ -548,11 +587,29 @@ def load(overrides: Sequence[str] = (), experiment: Optional[str] = None,
                 raise ConfigError(f"unknown experiment '{experiment}'; choose one of {', '.join(experiment_names())}")
             cfg = OmegaConf.merge(cfg, OmegaConf.load(preset))
             cfg.run.experiment = experiment
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(dotlist))
+        for item in dotlist:  # one at a time: a merge's TypeError does not say which key it was
+            try:
+                cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
+            except TypeError as err:  # a mapping given for a list or a value ("Cannot merge incompatible ...")
+                raise ConfigError(f"bad value for '{item.split('=', 1)[0]}': {err}") from None
+        check_list_items(cfg, Config)
         OmegaConf.to_object(cfg)  # runs every __post_init__ check
     except OmegaConfBaseException as err:
         raise explain(err, Config, "config") from None
     return cfg
+
+
+def check_list_items(cfg: DictConfig, schema: type, prefix: str = "") -> None:
+    """Lists of the schema hold plain values (OmegaConf does not check the items of a `list[str]` field)."""
+    for f in dataclasses.fields(schema):
+        value = cfg.get(f.name)
+        if dataclasses.is_dataclass(f.default_factory):  # type: ignore[arg-type]
+            check_list_items(value, f.default_factory, f"{prefix}{f.name}.")  # type: ignore[arg-type]
+        elif str(f.type).startswith("list[") and value is not None:
+            nested = [item for item in value if OmegaConf.is_config(item)]
+            if nested:
+                raise ConfigError(f"bad value for '{prefix}{f.name}': {OmegaConf.to_container(nested[0])} is not a "
+                                  "plain value; give a list of strings, e.g. [a, b]")
 
 
 def describe() -> str:

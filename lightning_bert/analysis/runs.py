@@ -4,7 +4,9 @@ RecordedRuns; tables, plots and the report work on those alone."""
 from __future__ import annotations
 
 import csv
+import io
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -13,6 +15,7 @@ import yaml
 
 from lightning_bert.errors import UserError
 
+log = logging.getLogger(__name__)
 STATE_FILE = "sweep_state.json"  # a sweep directory's trials (written by the sweep controller)
 CURVE_METRIC, FALLBACK_CURVE = "eval/mlm_loss", "val/mlm_loss"  # the loss curve, if a run logs it; else its own
 
@@ -54,6 +57,69 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
         return {}
 
 
+def complete_rows(path: Path) -> tuple[list[str], list[dict[str, str]], bool]:
+    """(header, rows, torn) of metrics.csv up to its last complete row: one cut off by a kill or a full
+    disk (no newline, too few fields, not a number) ends the rows, with one notice."""
+    with open(path, newline="") as fh:
+        text = fh.read()
+    lines = list(csv.reader(io.StringIO(text)))
+    header, body = (lines[0], lines[1:]) if lines else ([], [])
+    torn = bool(body) and not text.endswith("\n")  # the writer ends every row with a newline
+    body = body[:-1] if torn else body
+    rows = []
+    for fields in body:
+        if len(fields) != len(header) or not all(_is_number(v) for v in fields if v):
+            torn = True
+            break
+        rows.append(dict(zip(header, fields)))
+    if torn:
+        log.warning("%s: the last row is cut off (an interrupted write); read its %d complete rows", path, len(rows))
+    return header, rows, torn
+
+
+def _is_number(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def read_metrics(path: Path) -> list[dict[str, float]]:
+    """metrics.csv (Lightning CSVLogger: numbers, empty where not logged) as rows of floats."""
+    return [{k: float(v) for k, v in row.items() if v} for row in complete_rows(path)[1]]
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    """A sweep state file. One cut off mid-write (written by a version that did not replace it atomically,
+    or copied half) keeps its head and every complete trial, with one notice; a head that cannot be read
+    raises ReportError."""
+    text = path.read_text()
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    head, mark, tail = text.partition('"trials": [')
+    try:
+        state = json.loads(head + mark + "]}") if mark else None
+    except ValueError:
+        state = None
+    if not isinstance(state, dict):
+        raise ReportError(f"{path} is cut off before its trials and cannot be read; move it away to start afresh")
+    decoder, pos = json.JSONDecoder(), 0
+    while True:
+        pos += len(tail[pos:]) - len(tail[pos:].lstrip(" \n\t,"))
+        try:
+            trial, pos = decoder.raw_decode(tail, pos)
+        except ValueError:
+            break
+        if not isinstance(trial, dict):
+            break
+        state["trials"].append(trial)
+    log.warning("%s is cut off (an interrupted write); read its %d complete trials", path, len(state["trials"]))
+    return state
+
+
 def read_run_dir(run_dir: Path, name: str = "", params: Optional[dict] = None, status: str = "unknown",
                  group: str = "") -> RecordedRun:
     """A run directory written by train.py: config.yaml, metrics.csv, summary.json (any may be missing)."""
@@ -62,10 +128,7 @@ def read_run_dir(run_dir: Path, name: str = "", params: Optional[dict] = None, s
         config = flatten(yaml.safe_load((run_dir / "config.yaml").read_text()) or {})
     except (OSError, yaml.YAMLError):
         config = {}
-    history: list[dict[str, float]] = []
-    if (run_dir / "metrics.csv").is_file():  # Lightning CSVLogger: numbers, empty where not logged
-        with open(run_dir / "metrics.csv", newline="") as fh:
-            history = [{k: float(v) for k, v in row.items() if v} for row in csv.DictReader(fh)]
+    history = read_metrics(run_dir / "metrics.csv") if (run_dir / "metrics.csv").is_file() else []
     return RecordedRun(name=name or run_dir.name, status=summary.get("status") or status, params=dict(params or {}),
                        config=config, metrics=summary.get("metrics", {}), best=summary.get("best", {}),
                        tokens_seen=summary.get("tokens_seen"), global_step=summary.get("global_step"),
@@ -76,7 +139,7 @@ def read_run_dir(run_dir: Path, name: str = "", params: Optional[dict] = None, s
 def read_local(source: Path) -> list[RecordedRun]:
     """Trials of every sweep state file under `source` (with their parameters), then any other run dir."""
     records, seen = [], set()
-    states = [(path, json.loads(path.read_text())) for path in source.rglob(STATE_FILE)]
+    states = [(path, read_state(path)) for path in source.rglob(STATE_FILE)]
     for state_path, state in sorted(states, key=lambda s: min([t["started_at"] for t in s[1]["trials"]] or [0])):
         for trial in state["trials"]:
             run_dir = state_path.parent / "runs" / trial["id"]

@@ -28,16 +28,19 @@ from typing import Any, Callable, Optional
 
 import yaml
 
-from lightning_bert.analysis.runs import STATE_FILE, read_summary
+from lightning_bert.analysis.runs import STATE_FILE, read_state, read_summary
 from lightning_bert.args import SweepArgs, describe_schema, parse, required, run_main
 from lightning_bert.errors import UserError
+from lightning_bert.train.durable import atomic_write_text
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-INTERRUPTED = "interrupted"  # its controller stopped mid-trial: the next start resumes it (run.resume=auto)
+INTERRUPTED = "interrupted"  # its controller stopped mid-trial, or it was preempted: the next start resumes it
+PREEMPTED_EXITS = (143, 138)  # train.py stopped by SIGTERM / SIGUSR1 after saving its checkpoint (README)
 METHODS = ("grid", "random", "bayes")
 DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
 MACROS = ("env", "interpreter", "program", "args", "args_no_hyphens", "args_json")
 ENVVAR = re.compile(r"\$\{envvar:([A-Z0-9_]*)\}")
+SWEEPS_STATE = {INTERRUPTED: "preempted"}  # our trial states that the sweeps package names otherwise
 MAX_GRID_CHECKS = 1000  # grid points validated up front (15 ms each)
 MAX_CONTEXTS = 20  # choices of the other parameters a value is tried with
 
@@ -185,22 +188,15 @@ def varied_keys(params: dict[str, Any]) -> list[str]:
 
 
 def _save_state(sweep_dir: Path, state: dict[str, Any]) -> None:
-    tmp = sweep_dir / (STATE_FILE + ".tmp")
-    with open(tmp, "w") as fh:
-        json.dump(state, fh, indent=1, default=lambda o: o.item())  # numpy scalars from samplers
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, sweep_dir / STATE_FILE)
+    """Replaced atomically and durably: a crash leaves the old state or the new one, whole."""
+    atomic_write_text(sweep_dir / STATE_FILE, json.dumps(state, indent=1, default=lambda o: o.item()))  # numpy scalars
 
 
 def _load_state(sweep_dir: Path, spec: dict[str, Any], name: str, echo: Callable[[str], None]) -> dict[str, Any]:
     path = sweep_dir / STATE_FILE
     if not path.exists():
         return {"name": name, "method": spec["method"], "parameters": spec["parameters"], "trials": []}
-    try:
-        state = json.loads(path.read_text())
-    except ValueError:
-        raise SweepError(f"{path} is not valid JSON; move it away to start this sweep afresh") from None
+    state = read_state(path)  # one cut off mid-write keeps its complete trials
     if state.get("parameters") != spec["parameters"] or state.get("method") != spec["method"]:
         raise SweepError(f"{sweep_dir} holds a sweep with other parameters or method; pass --dir for a new one")
     for trial in state["trials"]:
@@ -236,7 +232,9 @@ def _run_trial(trial: dict[str, Any], cmd: list[str], sweep_dir: Path, name: str
             raise
     summary = read_summary(run_dir)
     ok = code == 0 and summary.get("status", "finished") == "finished"
-    trial.update(state="finished" if ok else "failed", exit_code=code, duration_s=round(time.time() - start, 2),
+    # a preempted trial saved its checkpoint: resumable (the next controller start continues it), not failed
+    outcome = "finished" if ok else INTERRUPTED if code in PREEMPTED_EXITS else "failed"
+    trial.update(state=outcome, exit_code=code, duration_s=round(time.time() - start, 2),
                  metrics=summary.get("metrics", {}), best=summary.get("best", {}), log=str(log))
 
 
@@ -270,7 +268,8 @@ def _run_trials(spec: dict[str, Any], state: dict[str, Any], total: int, program
             trial.update(state="running", resumed=trial.get("resumed", 0) + 1)
             execute(trial, resume=True)
     while len(state["trials"]) < total:
-        done = [sweeps.SweepRun(name=t["id"], state=t["state"], summary_metrics=t.get("metrics", {}),
+        done = [sweeps.SweepRun(name=t["id"], state=SWEEPS_STATE.get(t["state"], t["state"]),
+                                summary_metrics=t.get("metrics", {}),
                                 config={k: {"value": v} for k, v in t["params"].items()}) for t in state["trials"]]
         suggestion = _suggest(spec, done)
         if suggestion is None:  # grid exhausted

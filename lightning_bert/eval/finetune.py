@@ -237,10 +237,27 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
             "results": results, "sts": rows, "summary": summary}
 
 
+# FinetuneConfig field -> the eval.* key of pretraining that sets it (run_downstream)
+EVAL_KEYS = {"finetune.seeds": "eval.glue_seeds", "finetune.max_train_examples": "eval.max_train_examples",
+             "finetune.tasks": "eval.downstream", "finetune.glue_dir": "eval.glue_dir"}
+
+
+def eval_names(message: str) -> str:
+    for ours, theirs in EVAL_KEYS.items():
+        message = message.replace(ours, theirs)
+    return message
+
+
 def check_downstream(cfg_eval: Any) -> None:
     """Before pretraining: eval.downstream's task names and eval.glue_dir's files must be readable, so a
     typo fails in a second (UserError, one line) instead of after hours of training."""
     tasks, sts = parse_downstream(list(cfg_eval.downstream))
+    if tasks or sts:  # the fine-tuning options as run_downstream will pass them, refused under their eval.* names
+        try:
+            FinetuneConfig(ckpt="-", tasks=tasks, seeds=cfg_eval.glue_seeds, glue_dir=cfg_eval.glue_dir, sts=sts,
+                           max_train_examples=cfg_eval.max_train_examples)
+        except ConfigError as err:
+            raise ConfigError(eval_names(str(err))) from None
     if str(cfg_eval.glue_dir) == HF_GLUE:
         try:
             import datasets  # noqa: F401
@@ -283,9 +300,20 @@ def format_table(out: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def check_output_file(path: Path, key: str) -> None:
+    """A results file can be written there: not a directory, in a writable directory."""
+    from lightning_bert.train.machine import check_writable
+
+    if path.is_dir():
+        raise UserError(f"{key}={path} is a directory; give a file path, e.g. {path / 'results.json'}")
+    check_writable(path.parent)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     def body(args: list[str]) -> int:
         cfg = load_config(args)
+        if cfg.output:  # found now, not after every task is fine-tuned
+            check_output_file(Path(cfg.output), "output")
         out = run(cfg)
         print(format_table(out))
         if cfg.output:

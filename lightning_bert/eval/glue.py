@@ -5,6 +5,8 @@ Readers return lists of `(text_a, text_b | None, label)` with labels as in Huggi
 """
 from __future__ import annotations
 
+import math
+
 import logging
 import warnings
 from dataclasses import dataclass
@@ -96,8 +98,20 @@ def read_task(name: str, split: str, glue_dir: str | Path) -> list[Example]:
             label = spec.parse_label(fields[spec.label_column].strip())
         except (IndexError, KeyError, ValueError):
             raise UserError(f"{path}:{lineno}: not a {spec.dir} row ({len(fields)} tab-separated fields)") from None
+        check_label(spec, label, f"{path}:{lineno}")
         examples.append((texts[0], texts[1] if len(texts) > 1 else None, label))
     return examples
+
+
+def check_label(spec: TaskSpec, label: Label, where: str) -> None:
+    """A class id must be one of the task's classes (cross-entropy would fail deep in torch, or on a GPU
+    with a device-side assert); a score must be a finite number."""
+    if spec.is_regression:
+        if not math.isfinite(label):
+            raise UserError(f"{where}: score {label} is not a finite number")
+    elif not 0 <= label < spec.num_labels:
+        raise UserError(f"{where}: label {label} is outside {spec.name}'s classes; it must be in "
+                        f"[0, {spec.num_labels - 1}]")
 
 
 def _read_hf(spec: TaskSpec, split: str) -> list[Example]:
@@ -111,6 +125,8 @@ def _read_hf(spec: TaskSpec, split: str) -> list[Example]:
         raise UserError(f"cannot load nyu-mll/glue {spec.name}: {str(err).strip().splitlines()[0]}") from None
     columns = [ds[c] for c in spec.hf_columns]
     labels = [float(y) if spec.is_regression else int(y) for y in ds["label"]]
+    for row, label in enumerate(labels):
+        check_label(spec, label, f"nyu-mll/glue {spec.name} {split} row {row}")
     second = columns[1] if len(columns) > 1 else [None] * len(labels)
     return list(zip(columns[0], second, labels))
 

@@ -151,9 +151,13 @@ def probe_task(module: Any, data: PretrainDataModule, task: str,
     """probe/<task>_acc and _ci95 from the linear probe, probe/<task>_n test pairs (and _fit_n), plus
     probe/<task>_head_acc and _ci95 when the model has a sentence head (scored on the same test pairs)."""
     fit_docs, test_docs = split_held_out(data.valid_ids)
-    x_fit, y_fit, _ = encode_pairs(module, pair_batches(data, held_out_pairs(data, task, fit_docs, max_examples)))
-    x_test, y_test, head_preds = encode_pairs(
-        module, pair_batches(data, held_out_pairs(data, task, test_docs, max_examples)))
+    fit_pairs, test_pairs = (held_out_pairs(data, task, docs, max_examples) for docs in (fit_docs, test_docs))
+    if min(len(fit_pairs), len(test_pairs)) == 0:  # a probe of nothing has no accuracy (and cannot be fitted)
+        log.warning("probe %s skipped: the held-out documents give %d fit and %d test pairs (raise "
+                    "data.valid_fraction)", task, len(fit_pairs), len(test_pairs))
+        return {}
+    x_fit, y_fit, _ = encode_pairs(module, pair_batches(data, fit_pairs))
+    x_test, y_test, head_preds = encode_pairs(module, pair_batches(data, test_pairs))
     out = accuracy_keys(f"probe/{task}_acc", probe_predict(fit_linear_probe(x_fit, y_fit), x_test) == y_test)
     out.update({f"probe/{task}_n": float(len(y_test)), f"probe/{task}_fit_n": float(len(y_fit))})
     if head_preds is not None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -138,15 +139,39 @@ def read_pairs_file(path: str | Path) -> list[Pair]:
     if not path.is_file():
         raise UserError(f"train_file={path}: no such file")
     if path.suffix == ".jsonl":
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        numbered = [(n, line) for n, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1) if line.strip()]
+        rows = [(n, _json_row(path, n, line)) for n, line in numbered]
     else:
         lines = path.read_text(encoding="utf-8-sig").split("\n")
-        rows = list(csv.DictReader([l for l in lines if l.strip()], delimiter="\t", quoting=csv.QUOTE_NONE))
-    target = next((k for k in ("score", "label") if rows and k in rows[0]), None)
-    if not rows or target is None or not {"sentence1", "sentence2"} <= set(rows[0]):
+        numbered = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
+        reader = csv.DictReader([line for _, line in numbered], delimiter="\t", quoting=csv.QUOTE_NONE)
+        rows = [(numbered[i + 1][0], row) for i, row in enumerate(reader)]  # +1: the header line
+    target = next((k for k in ("score", "label") if rows and k in rows[0][1]), None)
+    if not rows or target is None or not {"sentence1", "sentence2"} <= set(rows[0][1]):
         raise UserError(f"train_file={path}: needs columns/keys sentence1, sentence2 and score or label")
-    return [(str(r["sentence1"]), str(r["sentence2"]), float(r[target]) if target == "score" else r[target])
-            for r in rows]
+    return [(str(r["sentence1"]), str(r["sentence2"]), _score(path, n, r[target]) if target == "score" else r[target])
+            for n, r in rows]
+
+
+def _json_row(path: Path, lineno: int, line: str) -> dict[str, Any]:
+    try:
+        row = json.loads(line)
+    except ValueError as err:
+        raise UserError(f"train_file={path}:{lineno}: not a JSON object ({err})") from None
+    if not isinstance(row, dict):
+        raise UserError(f"train_file={path}:{lineno}: not a JSON object (keys sentence1, sentence2, score|label)")
+    return row
+
+
+def _score(path: Path, lineno: int, raw: Any) -> float:
+    """A pair's score: a finite number (CoSENT and MSE would turn anything else into a NaN loss)."""
+    try:
+        score = float(raw)
+    except (TypeError, ValueError):
+        raise UserError(f"train_file={path}:{lineno}: score {raw!r} is not a number") from None
+    if not math.isfinite(score):
+        raise UserError(f"train_file={path}:{lineno}: score {raw!r} is not a finite number")
+    return score
 
 
 def read_nli(name: str) -> list[Pair]:
@@ -284,6 +309,7 @@ def run(cfg: SBertConfig) -> dict[str, Any]:
     from lightning_bert.eval.glue import read_task
     from lightning_bert.model.encoder import init_weights
     from lightning_bert.train.runrecord import ResumableCSVLogger
+    from lightning_bert.train.machine import check_writable
     from lightning_bert.train.tracking import wandb_logger
 
     if not cfg.ckpt:
@@ -291,6 +317,9 @@ def run(cfg: SBertConfig) -> dict[str, Any]:
     run_dir = Path(cfg.output_dir) / (cfg.name or f"sbert-{time.strftime('%Y%m%d-%H%M%S')}")
     if (run_dir / "summary.json").is_file():
         raise UserError(f"{run_dir} already holds an sbert run; pick another name")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"output_dir/name={run_dir} is a file; the run needs a directory there")
+    check_writable(run_dir)  # a read-only or full output directory fails now, not after training
     encoder, tokenizer, pre_cfg = load_pretrained(cfg.ckpt)
     pairs = training_pairs(cfg)
     dev = read_task("stsb", "dev", cfg.glue_dir)

@@ -86,13 +86,24 @@ def read_weights(path: Path) -> dict[str, Tensor]:
     raise UserError(f"model.init_from={path}: no model.safetensors or pytorch_model.bin")
 
 
+def read_json(path: Path, source: str) -> Any:
+    """A JSON file of the directory, or one line saying which one is not JSON."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise UserError(f"model.init_from={source}: {path.name} is not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"model.init_from={source}: {path.name} is not a JSON object")
+    return data
+
+
 def special_tokens(path: Path) -> dict[str, str]:
     """Role -> token string, from tokenizer_config.json / special_tokens_map.json (ours by default)."""
     roles = dict(zip(ROLES, SPECIAL_TOKENS))
     for name in ("special_tokens_map.json", "tokenizer_config.json"):
         if (path / name).is_file():
             for role in ROLES:
-                value = json.loads((path / name).read_text()).get(f"{role}_token")
+                value = read_json(path / name, str(path)).get(f"{role}_token")
                 value = value.get("content") if isinstance(value, dict) else value
                 if value:
                     roles[role] = value
@@ -150,23 +161,39 @@ def load_dir(source: str) -> HFInit:
     path = resolve_dir(source)
     if not (path / "config.json").is_file():
         raise UserError(f"model.init_from={source}: no config.json (not a transformers model directory)")
-    hf = json.loads((path / "config.json").read_text())
+    hf = read_json(path / "config.json", source)
     adapter = importer(hf.get("model_type"), source)
-    kwargs = adapter.encoder_kwargs(hf)
+    try:
+        kwargs = adapter.encoder_kwargs(hf)
+    except (KeyError, TypeError, ValueError) as err:  # a config.json without the fields its model_type needs
+        raise UserError(f"model.init_from={source}: config.json has no usable {err} for model_type "
+                        f"{hf.get('model_type')}") from None
     if adapter.import_notice:
         log.warning(adapter.import_notice)
     if hf.get("hidden_act", "gelu") != "gelu":
         log.warning("%s uses hidden_act=%s; ours is exact gelu, so outputs differ slightly", source, hf["hidden_act"])
     if not (path / "tokenizer.json").is_file():
         raise UserError(f"model.init_from={source}: no tokenizer.json (a fast tokenizer is needed)")
-    tok_json, perm = canonical_tokenizer(json.loads((path / "tokenizer.json").read_text()), special_tokens(path))
-    tokenizer = Tokenizer.from_str(tok_json)
+    try:  # a tokenizer.json of the wrong shape fails in canonical_tokenizer or inside tokenizers (Rust)
+        tok_json, perm = canonical_tokenizer(read_json(path / "tokenizer.json", source), special_tokens(path))
+        tokenizer = Tokenizer.from_str(tok_json)
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001 - tokenizers raises plain Exception
+        raise UserError(f"model.init_from={source}: tokenizer.json is not a tokenizer "
+                        f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
     vocab = tokenizer.get_vocab_size()
     if vocab != kwargs["vocab_size"]:
         raise UserError(f"model.init_from={source}: the tokenizer has {vocab} tokens, config.json vocab_size="
                         f"{kwargs['vocab_size']}; they must agree")
     cfg = EncoderConfig(**kwargs)
-    weights = read_weights(path)
+    try:  # a truncated or foreign weights file: safetensors, torch and pickle raise their own types
+        weights = read_weights(path)
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001
+        raise UserError(f"model.init_from={source}: the weights cannot be read, the file is damaged or not what "
+                        f"its name says ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
     state = adapter.from_hf({k: v.float() for k, v in weights.items()}, cfg)
     order = torch.tensor(perm)
     for name in ("encoder.embeddings.word_embeddings.weight", "objectives.mlm.head.bias"):

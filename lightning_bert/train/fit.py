@@ -7,7 +7,7 @@ import os
 import signal
 import time
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -27,6 +27,7 @@ from lightning_bert.train.durable import CannotWrite, remove_stale_temps
 from lightning_bert.train.flops import step_flops
 from lightning_bert.errors import Diverged, Preempted, UserError
 from lightning_bert.train.launch import agree, in_turns, job_owner
+from lightning_bert.train.machine import check_machine, check_writable
 from lightning_bert.train.pretrain import PretrainModule
 from lightning_bert.train.progress import pretrain_progress_bar
 from lightning_bert.train.resume import check_resume_config, check_same_data, resume_checkpoint
@@ -53,12 +54,30 @@ def resolve_run_dir(cfg: DictConfig) -> Path:
     out = Path(cfg.run.output_dir)
     if cfg.run.name:
         return out / cfg.run.name
+    agent_run = wandb_agent_run()
+    if agent_run:  # one directory per W&B run, so a requeued (preempted) run finds its checkpoint
+        return out / agent_run
     prefix = cfg.run.experiment or "default"
     if cfg.run.resume == "auto":  # the newest run of this experiment, never another experiment's
         runs = sorted(out.glob(f"{prefix}-*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
         if runs:
             return runs[-1].parent.parent
     return out / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def wandb_agent_run() -> Optional[str]:
+    """`sweep-<id>-<run id>` when `wandb agent` started this process (it sets both variables), else None."""
+    sweep, run_id = os.environ.get("WANDB_SWEEP_ID"), os.environ.get("WANDB_RUN_ID")
+    return f"sweep-{sweep}-{run_id}" if sweep and run_id else None
+
+
+def resume_requeued(cfg: DictConfig, run_dir: Path) -> None:
+    """`wandb agent` reruns a preempted trial (exit 143/138, marked preempting) with the same run id and the
+    same arguments: continue its checkpoint instead of training it again from step 0."""
+    own_dir = run_dir.name == wandb_agent_run()  # not a run.name that other runs of the sweep may share
+    if cfg.run.resume == "none" and own_dir and (run_dir / "checkpoints" / "last.ckpt").is_file():
+        log.info("wandb agent requeued run %s: resuming from its checkpoint", run_dir.name)
+        cfg.run.resume = "auto"
 
 
 @contextmanager
@@ -165,8 +184,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Train; return the summary written to <run dir>/summary.json."""
     from lightning_bert.eval.finetune import check_downstream
 
+    check_machine(cfg)  # accelerator, multi-node launcher, writable cache: before any data work
     check_downstream(cfg.eval)  # a bad eval.glue_dir or task fails now, not after pretraining
     run_dir = Path(agree(lambda: str(resolve_run_dir(cfg))))  # torchrun: every process, one directory
+    check_writable(run_dir)  # a read-only, full or blocked output directory: one line, before the lock and the data
     lock = acquire(run_dir, is_owner=job_owner())  # one run per directory; this job's ranks share it
     try:
         return _train(cfg, run_dir)
@@ -178,6 +199,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     ckpt_dir = run_dir / "checkpoints"
     if ckpt_dir.is_dir() and job_owner():
         remove_stale_temps(ckpt_dir)
+    resume_requeued(cfg, run_dir)
     resumed = resume_checkpoint(cfg, run_dir)
     ckpt_path, ckpt = resumed if resumed else (None, None)
     cfg.run.name = cfg.run.name or run_dir.name
@@ -243,19 +265,25 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         with run_dir_for_child_processes(run_dir), preemption_signals() as notice:
             trainer.fit(model, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
         trainer.save_checkpoint(ckpt_dir / "last.ckpt")  # the final state, whatever the save interval
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        if trainer.global_rank == 0:
+            metrics.update(evaluate(cfg, model, data, ckpt_dir / "last.ckpt"))
     except SIGTERMException:  # Lightning's SystemExit(None) would exit 0: a scheduler must see a stop
         signum = notice[0] if notice else signal.SIGTERM
         name = signal.Signals(signum).name
         record.write("interrupted", {k: float(v) for k, v in trainer.callback_metrics.items()}, error=f"stopped by {name}")
+        if wandb is not None and trainer.global_rank == 0:
+            with suppress(Exception):  # best effort: the exit code below is what must not be lost
+                wandb.experiment.mark_preempting()  # a W&B sweep requeues a preempting run that exits non-zero
         raise Preempted(f"stopped by {name} at step {trainer.global_step}, checkpoint saved; continue with "
                         f"run.name={run_dir.name} run.resume=auto", 128 + signum) from None
-    except CannotWrite as err:
-        record.write("failed", {k: float(v) for k, v in trainer.callback_metrics.items()}, error=str(err))
-        raise
+    except (CannotWrite, OSError) as err:  # a full or read-only disk, outside the checkpoint writer too
+        if isinstance(err, OSError) and err.filename is None:
+            raise
+        failure = err if isinstance(err, CannotWrite) else CannotWrite(Path(err.filename), err)
+        record.write("failed", {k: float(v) for k, v in trainer.callback_metrics.items()}, error=str(failure))
+        raise failure from None
 
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    if trainer.global_rank == 0:
-        metrics.update(evaluate(cfg, model, data, ckpt_dir / "last.ckpt"))
     summary = record.write("finished", metrics)
     if trainer.global_rank == 0:
         plot_curves({run_dir.name: [read_run_dir(run_dir)]}, run_dir / "curves.png")  # a look beats a table

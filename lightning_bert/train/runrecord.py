@@ -6,6 +6,7 @@ Only global rank 0 writes it.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
@@ -21,6 +22,7 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from lightning_bert.analysis.runs import complete_rows
 from lightning_bert.train.durable import CannotWrite, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -79,11 +81,44 @@ class RunRecorder(pl.Callback):
 
 
 class _AppendingWriter(ExperimentWriter):
+    """Lightning's metrics.csv writer, continued on resume and crash-safe: each row goes out in one write and
+    is flushed, and a new header replaces the file atomically (Lightning truncates and rewrites it in place)."""
+
     def _check_log_dir_exists(self) -> None:
-        # Lightning deletes an existing metrics.csv here; a resumed run appends to it instead.
+        # Lightning deletes an existing metrics.csv here; a resumed run appends to it instead, after its
+        # complete rows (a row torn by a kill would glue onto the next one).
         if os.path.isfile(self.metrics_file_path):
-            with open(self.metrics_file_path, newline="") as file:
-                self.metrics_keys = next(csv.reader(file), [])
+            self.metrics_keys, rows, torn = complete_rows(Path(self.metrics_file_path))
+            if torn:
+                _replace_rows(Path(self.metrics_file_path), self.metrics_keys, rows)
+
+    def save(self) -> None:
+        if not self.metrics:
+            return
+        path = Path(self.metrics_file_path)
+        if self._record_new_keys() or not path.is_file():
+            old = complete_rows(path)[1] if path.is_file() else []
+            _replace_rows(path, self.metrics_keys, old + self.metrics)
+        else:
+            with open(path, "a", newline="") as file:
+                for row in self.metrics:
+                    file.write(_csv_text(self.metrics_keys, [row], header=False))
+                    file.flush()
+        self.metrics = []
+
+
+def _csv_text(fields: list[str], rows: list[dict[str, Any]], header: bool = True) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=fields, restval="")
+    if header:
+        writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def _replace_rows(path: Path, fields: list[str], rows: list[dict[str, Any]]) -> None:
+    """Rewrite metrics.csv atomically: a crash leaves the old file or the new one, whole."""
+    atomic_write_text(path, _csv_text(fields, rows))
 
 
 class ResumableCSVLogger(CSVLogger):
@@ -109,17 +144,8 @@ def trim_metrics(path: Path, from_step: int) -> None:
     has no row for it, and the resumed run does not repeat it.)"""
     if not path.is_file():
         return
-
-    def kept(row: dict[str, str]) -> bool:
-        return int(row["step"]) < from_step
-
-    with open(path, newline="") as file:
-        reader = csv.DictReader(file)
-        fields, rows = reader.fieldnames or [], [r for r in reader if kept(r)]
-    with open(path, "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
+    fields, rows, _ = complete_rows(path)
+    _replace_rows(path, fields, [row for row in rows if int(float(row["step"])) < from_step])
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
