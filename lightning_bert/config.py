@@ -320,6 +320,10 @@ class ObjectiveConfig:
                         getattr(self, name))
         check_range("objective", "rtd_weight", self.rtd_weight > 0, "> 0", self.rtd_weight)
         check_choice("objective", "rtd_sharing", self.rtd_sharing, ("none", "tied", "gdes"))
+        check_range("objective", "plm_k", 2 <= self.plm_k <= 64, "in [2, 64]", self.plm_k)
+        check_range("objective", "plm_max_span", 1 <= self.plm_max_span <= 32, "in [1, 32]", self.plm_max_span)
+        check_range("objective", "sentence_weight", 0 <= self.sentence_weight < float("inf"), ">= 0 and finite",
+                    self.sentence_weight)
 
     def generator_dims(self, dims: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
         """rtd: the generator's (layers, hidden, heads, ffn) from the discriminator's `dims`: rtd_generator_width
@@ -329,10 +333,6 @@ class ObjectiveConfig:
         gen_hidden = gen_heads * (hidden // heads)
         return (max(1, round(layers * self.rtd_generator_depth)), gen_hidden, gen_heads,
                 max(1, round(ffn * gen_hidden / hidden)))
-        check_range("objective", "plm_k", 2 <= self.plm_k <= 64, "in [2, 64]", self.plm_k)
-        check_range("objective", "plm_max_span", 1 <= self.plm_max_span <= 32, "in [1, 32]", self.plm_max_span)
-        check_range("objective", "sentence_weight", 0 <= self.sentence_weight < float("inf"), ">= 0 and finite",
-                    self.sentence_weight)
 
 
 @dataclass
