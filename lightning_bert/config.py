@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -36,6 +37,7 @@ class PositionScheme:
     score_terms: int  # score matmuls per layer, content-to-content included (lightning_bert/train/flops.py)
     query_positions: bool = False  # can place a separate query stream at given positions (XLNet's two streams)
     sin_cos: bool = False  # sin/cos pairs of the hidden size: it must be even
+    rotary: bool = False  # rotates q and k in pairs of the head dimension: it must be even (RoPE)
 
 
 # The one torch-free declaration of the attention and position kinds, so a bad name fails at load. The
@@ -44,15 +46,19 @@ POSITION_SCHEMES: dict[str, PositionScheme] = {
     "absolute": PositionScheme(input_embeddings=True, score_terms=1),  # learned absolute positions at the input
     "disentangled": PositionScheme(input_embeddings=False, score_terms=3),  # DeBERTa: c2c + c2p + p2c
     "sinusoidal_relative": PositionScheme(input_embeddings=False, score_terms=2, query_positions=True, sin_cos=True),
+    "rope": PositionScheme(input_embeddings=False, score_terms=1, rotary=True),  # rotary q and k (Su et al. 2021)
 }
 # Attention kind -> the position schemes it accepts, its default (model.positions=null) first.
 ATTENTION_KINDS: dict[str, tuple[str, ...]] = {
-    "absolute": ("absolute",),  # BERT
+    "absolute": ("absolute", "rope"),  # BERT; RoPE (ModernBERT, NeoBERT)
     "disentangled": ("disentangled",),  # DeBERTa
     "relative": ("sinusoidal_relative",),  # Transformer-XL / XLNet
 }
 
-
+# Gated feed-forward kinds (GLU: an up projection of 2 x width chunked into input and gate, so 3 matrices
+# of hidden x width, not 2) -> their width as a share of model.intermediate_size. SwiGLU keeps GELU's
+# parameter count at 2/3 of it (Shazeer 2020, NeoBERT); ModernBERT's GeGLU keeps the full width.
+GATED_FFNS: dict[str, Fraction] = {"geglu": Fraction(1), "swiglu": Fraction(2, 3)}
 
 
 def check_choice(section: str, name: str, value: Any, allowed: Sequence[Any]) -> None:
@@ -141,10 +147,22 @@ class ModelConfig:
     share_att_key: bool = True  # DeBERTa: positions through the content Q/K projections (v3), false = their own
     pos_att_type: list[str] = field(default_factory=lambda: ["c2p", "p2c"])  # DeBERTa terms besides c2c: c2p, p2c
     init_from: Optional[str] = None  # transformers directory (or hub name, online): its sizes, weights, tokenizer
+    rope_theta: float = 10000.0  # RoPE base on global layers (ModernBERT 160000, NeoBERT 10000)
+    local_rope_theta: Optional[float] = None  # RoPE base on windowed layers; null = rope_theta (ModernBERT 10000)
+    norm_bias: bool = True  # LayerNorm bias (ModernBERT: false)
+    attention_bias: bool = True  # biases of the Q/K/V and output projections (ModernBERT, NeoBERT: false)
+    mlp_bias: bool = True  # biases of the feed-forward matrices (ModernBERT, NeoBERT: false)
+    head_bias: bool = True  # bias of the MLM head's dense transform (ModernBERT classifier_bias: false)
+    decoder_bias: bool = True  # output bias of the MLM decoder over the vocabulary (ModernBERT: true)
+    first_attention_norm: bool = True  # pre-norm: layer 0 normalises its attention input (ModernBERT: false)
+    segment_embeddings: bool = True  # a token-type (segment) table at the input (ModernBERT, NeoBERT: false)
+    local_window: Optional[int] = None  # local layers attend to |i - j| <= local_window // 2 (ModernBERT 128); null = all global
+    global_every: int = 1  # layer i is global when i % global_every == 0, the rest local (ModernBERT 3); 1 = all global
 
     def __post_init__(self) -> None:
         check_choice("model", "size", self.size, tuple(MODEL_SIZES))
         self.check_kinds()
+        self.check_modern()
         check_choice("model", "share_layers", self.share_layers, ("none", "all", "attention", "ffn"))
         for name in ("dropout", "attention_dropout"):
             check_range("model", name, 0 <= getattr(self, name) < 1, "in [0, 1)", getattr(self, name))
@@ -175,8 +193,59 @@ class ModelConfig:
                               "(model.norm now names the norm kind, e.g. layernorm)")
         check_choice("model", "norm_position", self.norm_position, ("post", "pre"))
         check_choice("model", "attention", self.attention, tuple(ATTENTION_KINDS))
-        if self.positions is not None:
-            check_choice("model", "positions", self.positions, ATTENTION_KINDS[self.attention])
+        accepted = ATTENTION_KINDS[self.attention]
+        if self.positions is not None and self.positions not in accepted:
+            raise ConfigError(f"model.positions={self.positions!r} is not allowed; choose one of {', '.join(accepted)} "
+                              f"(the schemes model.attention={self.attention} accepts)")
+
+    def check_modern(self) -> None:
+        """RoPE, gated FFNs, ModernBERT's norm placement and local/global layers (issue 17)."""
+        hidden, heads, intermediate = self.dims()[1], self.dims()[2], self.dims()[3]
+        if POSITION_SCHEMES[self.position_scheme()].rotary and (hidden // heads) % 2:
+            raise ConfigError(f"model.positions=rope needs an even head dimension; hidden_size {hidden} / num_heads "
+                              f"{heads} = {hidden // heads}")
+        check_range("model", "rope_theta", self.rope_theta > 0, "> 0", self.rope_theta)
+        if self.local_rope_theta is not None:
+            check_range("model", "local_rope_theta", self.local_rope_theta > 0, "> 0 (null = rope_theta)",
+                        self.local_rope_theta)
+            if self.position_scheme() != "rope" or self.local_window is None:
+                raise ConfigError("model.local_rope_theta applies to windowed layers under RoPE; set model.positions=rope "
+                                  "and model.local_window, or leave local_rope_theta null")
+        if self.ffn in GATED_FFNS and (intermediate * GATED_FFNS[self.ffn]).denominator != 1:
+            share = GATED_FFNS[self.ffn]
+            raise ConfigError(f"model.intermediate_size={intermediate} does not divide for model.ffn={self.ffn}: its "
+                              f"inner width is {share} of it; use a multiple of {share.denominator}")
+        if not self.first_attention_norm and (self.norm_position != "pre" or self.share_layers == "all"):
+            raise ConfigError("model.first_attention_norm=false needs model.norm_position=pre and model.share_layers "
+                              "other than all (it drops layer 0's attention norm only)")
+        check_range("model", "global_every", self.global_every >= 1, ">= 1 (1 = every layer global)", self.global_every)
+        if self.local_window is None:
+            if self.global_every > 1:
+                raise ConfigError(f"model.global_every={self.global_every} needs model.local_window (the window of the "
+                                  "local layers)")
+            return
+        check_range("model", "local_window", self.local_window >= 1, "a positive token count (null = no window)",
+                    self.local_window)
+        if self.global_every == 1:
+            raise ConfigError(f"model.local_window={self.local_window} has no local layer with model.global_every=1; "
+                              "set global_every >= 2 (ModernBERT 3)")
+        if self.attention != "absolute":
+            raise ConfigError(f"model.local_window needs model.attention=absolute (got {self.attention})")
+        if self.share_layers in ("all", "attention") and self.local_theta() != self.rope_theta:
+            raise ConfigError(f"model.share_layers={self.share_layers} shares one attention over local and global "
+                              "layers, which model.local_rope_theta gives different RoPE bases; use share_layers=none or ffn")
+
+    def local_theta(self) -> float:
+        """The RoPE base of windowed layers (local_rope_theta, or rope_theta when null)."""
+        return self.rope_theta if self.local_rope_theta is None else self.local_rope_theta
+
+    def is_local(self, layer: int) -> bool:
+        """Layer `layer` attends within model.local_window (ModernBERT: every layer but each third)."""
+        return self.local_window is not None and layer % self.global_every != 0
+
+    def ffn_width(self) -> int:
+        """The feed-forward's inner width: intermediate_size, times its share for a gated kind (SwiGLU 2/3)."""
+        return int(ModelConfig.dims(self)[3] * GATED_FFNS.get(self.ffn, 1))  # also on a DictConfig (train/flops.py)
 
     def position_scheme(self) -> str:
         """model.positions resolved: the attention kind's default scheme when null."""
@@ -351,6 +420,9 @@ class Config:
         if self.data.pack_attention == "document" and self.objective.sentence != "none":
             raise ConfigError(f"data.pack_attention=document needs objective.sentence=none: "
                               f"{self.objective.sentence} pairs are not packed, so there are no documents to mask apart")
+        if self.model.local_window is not None and self.model.local_window > self.data.max_seq_length:
+            raise ConfigError(f"model.local_window={self.model.local_window} is larger than the sequence "
+                              f"(data.max_seq_length={self.data.max_seq_length}); use at most the sequence length")
         if self.data.backend == "hf_streaming":  # lightning_bert/data/streaming.py: packed rows, dynamic masks
             unsupported = [f"{k}={v}" for k, v, ok in (
                 ("objective.sentence", self.objective.sentence, "none"), ("masking.mode", self.masking.mode, "dynamic"),

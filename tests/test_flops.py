@@ -6,6 +6,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from lightning_bert.config import load
 from lightning_bert.errors import UserError  # noqa: F401 - config errors are UserErrors
+from lightning_bert.train.checkpoint import encoder_config
 from lightning_bert.train.flops import PEAK_FLOPS, count_flops, mfu, peak_flops, training_flops_per_token
 from lightning_bert.model.encoder import BertEncoder, EncoderConfig
 from lightning_bert.objectives import build_objectives
@@ -68,3 +69,36 @@ def test_peak_flops_config_key() -> None:
     assert load(["trainer.peak_flops=2.5e12"]).trainer.peak_flops == 2.5e12
     with pytest.raises(UserError, match="peak_flops"):
         load(["trainer.peak_flops=-1"])
+
+
+def test_gated_ffn_and_local_window_match_torch_flop_counter() -> None:
+    """SwiGLU (3 matrices at 2/3 width) and two windowed layers of three. SDPA's math path computes the
+    full L x L scores and masks them; the count keeps the window's keys only, so the counter's figure
+    minus the masked-out score work (read off the encoder's own masks) must equal it."""
+    torch.manual_seed(0)
+    length, vocab, batch, hidden = 48, 700, 6, 64
+    cfg = load(["model.hidden_size=64", "model.intermediate_size=192", "model.num_layers=3", "model.num_heads=4",
+                "model.dropout=0", "model.attention_dropout=0", "model.ffn=swiglu", "model.positions=rope",
+                "model.norm_position=pre", "model.local_window=16", "model.global_every=3",
+                f"data.max_seq_length={length}"])
+    encoder = BertEncoder(encoder_config(cfg, vocab))
+    assert encoder.layers[0].ffn.down.in_features == 128  # 2/3 of 192
+    heads = build_objectives(cfg, encoder)
+    ids = torch.randint(5, vocab, (batch, length))
+    chosen = torch.rand(ids.shape) < 0.15
+    data = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+            "mlm_labels": torch.where(chosen, ids, torch.full_like(ids, -100))}
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        hidden_states = encoder(ids)
+        sum(head(hidden_states, data).loss for head in heads.values()).backward()
+    masks = encoder.layer_masks(ids, None)
+    assert masks[0] is None and masks[1] is masks[2]  # one mask for both local layers
+    missing_keys = 2 * (length - masks[1].sum().item() / length)  # per query, over the two local layers
+    discarded = 3 * 2.0 * 2 * missing_keys * hidden  # training (3x) x 2 FLOPs x (QK^T, AV) x hidden
+    measured = counter.get_total_flops() / (batch * length)
+    cfg.masking.rate = chosen.float().mean().item()
+    assert training_flops_per_token(cfg, vocab) == pytest.approx(measured - discarded, rel=0.01)
+    full = load(["model.hidden_size=64", "model.intermediate_size=192", "model.num_layers=3", "model.num_heads=4",
+                 "model.ffn=swiglu", f"data.max_seq_length={length}"])
+    full.masking.rate = cfg.masking.rate
+    assert training_flops_per_token(full, vocab) == pytest.approx(measured, rel=0.01)  # no window: all of it

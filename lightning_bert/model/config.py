@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Optional
 
-from lightning_bert.config import ModelConfig
+from lightning_bert.config import POSITION_SCHEMES, ModelConfig
 
 
 @dataclass(kw_only=True)
@@ -21,6 +22,7 @@ class EncoderConfig(ModelConfig):
 
     def __post_init__(self) -> None:
         self.check_kinds()
+        self.check_modern()
         self.position_biased_input = self.biased_input()
         self.positions = self.position_scheme()
         self.num_layers, self.hidden_size, self.num_heads, self.intermediate_size = self.dims()
@@ -38,11 +40,13 @@ class EncoderConfig(ModelConfig):
 
 @dataclass(frozen=True)
 class LayerSpec:
-    """What layer `index` is built from. Every field but `index` says what kind of layer it is (a
-    per-layer window or RoPE base goes here); layers of one kind share one attention mask per forward."""
+    """What layer `index` is built from. Every field but `index` says what kind of layer it is; layers
+    of one kind share one attention mask per forward."""
 
     index: int
     attention: str  # a name in model/attention.py ATTENTIONS
+    window: Optional[int] = None  # local layer: attends to |i - j| <= window // 2; None = global
+    rope_theta: Optional[float] = None  # RoPE base of this layer; None = not rotary
 
     @property
     def kind(self) -> tuple:
@@ -50,5 +54,13 @@ class LayerSpec:
 
 
 def layer_specs(cfg: EncoderConfig) -> tuple[LayerSpec, ...]:
-    """One spec per layer, resolved from the config (today every layer has the config's attention kind)."""
-    return tuple(LayerSpec(index=i, attention=cfg.attention) for i in range(cfg.num_layers))
+    """One spec per layer, resolved from the config: the attention kind, and under model.local_window
+    ModernBERT's alternation (layer i global when i % global_every == 0, else windowed with the local RoPE base)."""
+    rotary = POSITION_SCHEMES[cfg.positions].rotary
+
+    def spec(i: int) -> LayerSpec:
+        local = cfg.is_local(i)
+        theta = (cfg.local_theta() if local else cfg.rope_theta) if rotary else None
+        return LayerSpec(index=i, attention=cfg.attention, window=cfg.local_window if local else None, rope_theta=theta)
+
+    return tuple(spec(i) for i in range(cfg.num_layers))

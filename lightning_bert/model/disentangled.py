@@ -76,7 +76,7 @@ class RelativePositions(nn.Module):
         return (distance + self.span).clamp(0, 2 * self.span - 1)
 
     def forward(self, input_ids: Tensor, token_type_ids: Optional[Tensor] = None,
-                attention_mask: Optional[Tensor] = None) -> RelativeTableContext:
+                attention_mask: Optional[Tensor] = None, position_ids: Optional[Tensor] = None) -> RelativeTableContext:
         length = input_ids.shape[1]
         return self.at(torch.arange(length, device=input_ids.device)[None], length)
 
@@ -174,14 +174,15 @@ class EnhancedMaskDecoder(nn.Module):
         self._encoder = (encoder,)  # a tuple hides it from nn.Module registration
 
     def forward(self, layers: list[Tensor], selected: Tensor, input_ids: Tensor,
-                token_type_ids: Optional[Tensor] = None, attention_mask: Optional[Tensor] = None) -> Tensor:
+                token_type_ids: Optional[Tensor] = None, attention_mask: Optional[Tensor] = None,
+                position_ids: Optional[Tensor] = None, document_ids: Optional[Tensor] = None) -> Tensor:
         """layers: [embeddings, layer 1, ..., layer N] from the encoder; selected [B, L] bool -> the
         decoder's outputs at the selected rows [N, H], in the order of hidden[selected]."""
         encoder = self._encoder[0]
         states = layers[-2]
         batch, length, hidden = states.shape
-        mask = encoder.layer_masks(attention_mask)[-1]  # the last layer's, which runs again
-        context = encoder.positions(input_ids, token_type_ids, attention_mask)
+        mask = encoder.layer_masks(input_ids, attention_mask, document_ids)[-1]  # the last layer's, which runs again
+        context = encoder.positions(input_ids, token_type_ids, attention_mask, position_ids)
         sparse = context is None or isinstance(encoder.positions, RelativePositions)
         if sparse:  # queries at the selected positions only, padded to the row with the most
             counts = selected.sum(1)
@@ -195,6 +196,8 @@ class EnhancedMaskDecoder(nn.Module):
         else:  # a scheme without per-query contexts: decode every position, keep the selected ones
             positions = torch.arange(length, device=states.device)[None]
             query = states
+        if position_ids is not None:  # packed documents: each row's position within its document
+            positions = position_ids.gather(1, positions.expand(batch, -1))
         query = query + self.position_embeddings(positions)
         last = encoder.layers[-1]
         for _ in range(self.steps):

@@ -1,6 +1,7 @@
 """The shared BERT-family encoder: a plain nn.Module, no Lightning and no objectives inside.
 
-Options cover BERT (post-norm), pre-norm, ALBERT (factorised embeddings, cross-layer sharing). Layer i
+Options cover BERT (post-norm), pre-norm, ALBERT (factorised embeddings, cross-layer sharing),
+ModernBERT/NeoBERT (no segment table, no attention norm on layer 0, local/global layers). Layer i
 is built from its LayerSpec (model/config.py layer_specs); each kind comes from its registry by name:
 attention (model/attention.py), position scheme (model/positions.py; its context is computed once per
 forward and shared by all layers), norm and feed-forward (model/layers.py).
@@ -11,7 +12,7 @@ from typing import Any, Optional
 
 from torch import Tensor, nn
 
-from lightning_bert.model.attention import ATTENTIONS
+from lightning_bert.model.attention import ATTENTIONS, TokenLayout
 from lightning_bert.model.config import EncoderConfig, LayerSpec, layer_specs
 from lightning_bert.model.layers import FEED_FORWARDS, NORMS, owns_init
 from lightning_bert.model.positions import POSITIONS
@@ -24,7 +25,9 @@ def build_norm(cfg: EncoderConfig, dim: int) -> nn.Module:
 
 
 class Embeddings(nn.Module):
-    """Token + position + segment embeddings, norm, dropout; projected up when factorised."""
+    """Token + position + segment embeddings, norm, dropout; projected up when factorised. Learned
+    positions only where the position scheme adds them at the input; segments unless
+    model.segment_embeddings=false (ModernBERT, NeoBERT)."""
 
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
@@ -32,29 +35,34 @@ class Embeddings(nn.Module):
         self.word_embeddings = nn.Embedding(cfg.vocab_size, dim, padding_idx=cfg.pad_token_id)
         # DeBERTa-v3 and XLNet bring positions in through attention only
         self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, dim) if cfg.position_biased_input else None
-        self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, dim)
+        self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, dim) if cfg.segment_embeddings else None
         self.norm = build_norm(cfg, dim)
         self.dropout = nn.Dropout(cfg.dropout)
         self.projection = nn.Linear(dim, cfg.hidden_size) if dim != cfg.hidden_size else nn.Identity()
 
-    def forward(self, input_ids: Tensor, token_type_ids: Optional[Tensor]) -> Tensor:
+    def forward(self, input_ids: Tensor, token_type_ids: Optional[Tensor], position_ids: Optional[Tensor] = None) -> Tensor:
         x = self.word_embeddings(input_ids)
         if self.position_embeddings is not None:
-            x = x + self.position_embeddings.weight[: input_ids.shape[1]]
-        if token_type_ids is not None:
-            x = x + self.token_type_embeddings(token_type_ids)
-        else:  # segment 0 everywhere, without materialising a tensor of zeros
-            x = x + self.token_type_embeddings.weight[0]
+            if position_ids is None:
+                x = x + self.position_embeddings.weight[: input_ids.shape[1]]
+            else:  # packed documents: positions restart at each document
+                x = x + self.position_embeddings(position_ids)
+        if self.token_type_embeddings is not None:
+            # segment 0 everywhere when no ids come, without materialising a tensor of zeros
+            segments = self.token_type_embeddings
+            x = x + (segments(token_type_ids) if token_type_ids is not None else segments.weight[0])
         return self.projection(self.dropout(self.norm(x)))
 
 
 class Block(nn.Module):
     """One transformer layer; attention and FFN may be shared with other blocks (ALBERT)."""
 
-    def __init__(self, cfg: EncoderConfig, attention: nn.Module, ffn: nn.Module):
+    def __init__(self, cfg: EncoderConfig, attention: nn.Module, ffn: nn.Module, spec: LayerSpec):
         super().__init__()
         self.attention, self.ffn, self.pre_norm = attention, ffn, cfg.norm_position == "pre"
-        self.attention_norm = build_norm(cfg, cfg.hidden_size)
+        # ModernBERT: layer 0's input is the embedding norm's output already (pre-norm only, config-checked)
+        first_without = spec.index == 0 and not cfg.first_attention_norm
+        self.attention_norm = nn.Identity() if first_without else build_norm(cfg, cfg.hidden_size)
         self.ffn_norm = build_norm(cfg, cfg.hidden_size)
         self.dropout = nn.Dropout(cfg.dropout)
 
@@ -81,11 +89,11 @@ def build_blocks(cfg: EncoderConfig, specs: tuple[LayerSpec, ...]) -> nn.ModuleL
         return FEED_FORWARDS.kind(cfg.ffn)(cfg)
 
     if cfg.share_layers == "all":
-        block = Block(cfg, attention(specs[0]), ffn())
+        block = Block(cfg, attention(specs[0]), ffn(), specs[0])
         return nn.ModuleList([block] * len(specs))
     shared_attention = attention(specs[0]) if cfg.share_layers == "attention" else None
     shared_ffn = ffn() if cfg.share_layers == "ffn" else None
-    return nn.ModuleList(Block(cfg, shared_attention or attention(spec), shared_ffn or ffn()) for spec in specs)
+    return nn.ModuleList(Block(cfg, shared_attention or attention(spec), shared_ffn or ffn(), spec) for spec in specs)
 
 
 class BertEncoder(nn.Module):
@@ -101,21 +109,26 @@ class BertEncoder(nn.Module):
         self.final_norm = build_norm(cfg, cfg.hidden_size) if cfg.norm_position == "pre" else nn.Identity()
         self.apply(init_weights)
 
-    def layer_masks(self, attention_mask: Optional[Tensor]) -> list[Optional[Tensor]]:
+    def layer_masks(self, input_ids: Tensor, attention_mask: Optional[Tensor],
+                    document_ids: Optional[Tensor] = None) -> list[Optional[Tensor]]:
         """Each layer's attention mask, built once per distinct layer kind by its attention kind."""
+        tokens = TokenLayout(input_ids.shape[1], input_ids.device, attention_mask, document_ids)
         built: dict[tuple, Optional[Tensor]] = {}
         for spec in self.specs:
             if spec.kind not in built:
-                built[spec.kind] = ATTENTIONS[spec.attention].build_mask(spec, attention_mask)
+                built[spec.kind] = ATTENTIONS[spec.attention].build_mask(spec, tokens)
         return [built[spec.kind] for spec in self.specs]
 
     def forward(self, input_ids: Tensor, token_type_ids: Optional[Tensor] = None,
-                attention_mask: Optional[Tensor] = None, output_layers: bool = False) -> Tensor | list[Tensor]:
+                attention_mask: Optional[Tensor] = None, output_layers: bool = False, *,
+                position_ids: Optional[Tensor] = None, document_ids: Optional[Tensor] = None) -> Tensor | list[Tensor]:
         """Last hidden states [B, L, H]; with output_layers, [embeddings, layer 1, ..., layer N]
-        (the last one final-normed), for objectives that re-run layers (DeBERTa's EMD)."""
-        masks = self.layer_masks(attention_mask)
-        context = self.positions(input_ids, token_type_ids, attention_mask)
-        x = self.embeddings(input_ids, token_type_ids)
+        (the last one final-normed), for objectives that re-run layers (DeBERTa's EMD).
+        Document-masked packing (data.pack_attention=document): document_ids [B, L] (-1 = padding) keep
+        attention within each packed document; position_ids [B, L] restart at each (else 0..L-1)."""
+        masks = self.layer_masks(input_ids, attention_mask, document_ids)
+        context = self.positions(input_ids, token_type_ids, attention_mask, position_ids)
+        x = self.embeddings(input_ids, token_type_ids, position_ids)
         layers = [x]
         for layer, mask in zip(self.layers, masks):
             x = layer(x, mask, context)

@@ -21,7 +21,16 @@ register_ffn = FEED_FORWARDS.register
 
 @register_norm("layernorm")
 class LayerNorm(nn.LayerNorm):
-    """nn.LayerNorm (weight, bias) with the config's epsilon; reset_parameters: unit weight, zero bias."""
+    """nn.LayerNorm (weight, bias unless model.norm_bias=false) with the config's epsilon;
+    reset_parameters: unit weight, zero bias."""
+
+    def __init__(self, dim: int, cfg: EncoderConfig):
+        super().__init__(dim, eps=cfg.layer_norm_eps, bias=cfg.norm_bias)
+
+
+@register_norm("rmsnorm")
+class RMSNorm(nn.RMSNorm):
+    """nn.RMSNorm (Zhang & Sennrich 2019; NeoBERT): x / rms(x) * weight, no centring and no bias."""
 
     def __init__(self, dim: int, cfg: EncoderConfig):
         super().__init__(dim, eps=cfg.layer_norm_eps)
@@ -33,11 +42,41 @@ class GeluFeedForward(nn.Module):
 
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
-        self.up = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
-        self.down = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
+        self.up = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=cfg.mlp_bias)
+        self.down = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.down(F.gelu(self.up(x)))
+
+
+class GatedFeedForward(nn.Module):
+    """A GLU (Shazeer 2020): `up` projects to 2 x width, chunked into (input, gate); act(input) * gate, down.
+    The layout of transformers' ModernBertMLP (Wi, Wo) and NeoBERT's SwiGLU (w12, w3). No dropout inside:
+    the block's dropout after the FFN is BERT's, as for `gelu` (ModernBERT's mlp_dropout is 0)."""
+
+    activation = staticmethod(F.gelu)
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        width = cfg.ffn_width()  # model.intermediate_size, times 2/3 for SwiGLU (config.GATED_FFNS)
+        self.up = nn.Linear(cfg.hidden_size, 2 * width, bias=cfg.mlp_bias)
+        self.down = nn.Linear(width, cfg.hidden_size, bias=cfg.mlp_bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        value, gate = self.up(x).chunk(2, dim=-1)
+        return self.down(self.activation(value) * gate)
+
+
+@register_ffn("geglu")
+class GeGLUFeedForward(GatedFeedForward):
+    """ModernBERT's GeGLU: GELU on the input half, full intermediate width."""
+
+
+@register_ffn("swiglu")
+class SwiGLUFeedForward(GatedFeedForward):
+    """NeoBERT's SwiGLU: SiLU on the input half, width 2/3 of intermediate_size (GELU's parameter count)."""
+
+    activation = staticmethod(F.silu)
 
 
 def owns_init(module: nn.Module) -> bool:

@@ -52,8 +52,8 @@ class SinusoidalRelativePositions(nn.Module):
         self.hidden_size = cfg.hidden_size
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, input_ids: Tensor, token_type_ids: Optional[Tensor],
-                attention_mask: Optional[Tensor]) -> SinusoidContext:
+    def forward(self, input_ids: Tensor, token_type_ids: Optional[Tensor], attention_mask: Optional[Tensor],
+                position_ids: Optional[Tensor] = None) -> SinusoidContext:
         length = input_ids.shape[1]
         # fp32 whatever the model's dtype (no buffer that .to(bfloat16) would round): distances reach 4096
         inv_freq = 1.0 / 10000 ** (torch.arange(0, self.hidden_size, 2.0, device=input_ids.device) / self.hidden_size)

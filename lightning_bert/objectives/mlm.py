@@ -51,7 +51,8 @@ class MaskedLM(Objective):
         if self.emd is None:
             rows = hidden[selected]
         else:
-            rows = self.emd(layers, selected, batch["input_ids"], batch.get("token_type_ids"), encoder_mask(batch))
+            rows = self.emd(layers, selected, batch["input_ids"], batch.get("token_type_ids"), encoder_mask(batch),
+                            batch.get("position_ids"), batch.get("document_ids"))
         logits = self.head(rows)
         target = labels[selected]
         return ObjectiveOutput(F.cross_entropy(logits.float(), target, reduction="sum"), logits.argmax(-1), target)

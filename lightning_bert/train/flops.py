@@ -2,7 +2,10 @@
 
 Counting convention (PaLM appendix B, Megatron): matmul FLOPs only (2 per multiply-add); norms,
 softmax, GELU and embedding lookups are left out. Training costs 3x the forward pass (backward = 2x),
-i.e. 6 FLOPs per parameter met by a token plus the attention term 12 * layers * L * hidden.
+i.e. 6 FLOPs per parameter met by a token plus the attention term 12 * layers * L * hidden. A gated
+FFN (GeGLU, SwiGLU) has 3 matrices of hidden x width; a windowed layer scores each query against the
+keys in its window only (the mean over the sequence, edges included), which is the useful work even
+where a masked kernel computes and discards the rest.
 MFU = achieved model FLOP/s / peak FLOP/s: recomputation, padding and idle time all lower it.
 
 Imports torch only to read the current device's name; no model is built here.
@@ -12,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from lightning_bert.config import POSITION_SCHEMES, ModelConfig
+from lightning_bert.config import GATED_FFNS, POSITION_SCHEMES, ModelConfig
 
 # Dense (no structured sparsity) peak FLOP/s per GPU from NVIDIA's datasheets: bf16/fp16 and tf32 on
 # tensor cores, fp32 on CUDA cores. Keys are matched against torch.cuda.get_device_name() (lower case),
@@ -43,8 +46,8 @@ class FlopCount:
 
     embedding: float  # ALBERT's E -> H projection (0 when E = H)
     attention_linear: float  # Q, K, V and output projections, all layers
-    attention_scores: float  # QK^T and attention x V: grows with the sequence length L
-    ffn: float  # both FFN matmuls, all layers
+    attention_scores: float  # QK^T and attention x V: grows with the sequence length L (the window on local layers)
+    ffn: float  # the FFN matmuls (2, or 3 for a gated kind), all layers
     heads: float  # sparse MLM head at the masked share, pair head per sequence
 
     @property
@@ -56,18 +59,29 @@ class FlopCount:
         return 3 * self.forward
 
 
+def window_keys(seq_len: int, window: int) -> float:
+    """Mean keys per query under |i - j| <= window // 2 over a sequence of seq_len (fewer at the edges)."""
+    half = window // 2
+    return sum(min(i + half, seq_len - 1) - max(i - half, 0) + 1 for i in range(seq_len)) / seq_len
+
+
 def count_flops(hidden: int, layers: int, ffn: int, vocab: int, seq_len: int, embedding: Optional[int] = None,
-                mlm_rate: float = 0.15, pair_head: bool = False, score_terms: int = 1) -> FlopCount:
+                mlm_rate: float = 0.15, pair_head: bool = False, score_terms: int = 1, gated: bool = False,
+                local_layers: int = 0, window: Optional[int] = None) -> FlopCount:
     """Per-token forward FLOPs of a BERT encoder with a sparse MLM head (vocab logits only for the
     `mlm_rate` share of tokens that are predicted) and optionally an NSP/SOP head (one per sequence).
     `score_terms`: score matmuls per layer (1 for BERT; DeBERTa adds c2p and p2c, XLNet a position term).
+    `ffn`: the FFN's inner width; `gated`: a GLU's third matrix. `local_layers` of the `layers` attend
+    within `window` (ModernBERT's local layers).
     ALBERT's sharing does not change FLOPs: a shared layer is still run `layers` times."""
     emb = embedding or hidden
+    local_keys = window_keys(seq_len, window) if local_layers else 0.0
+    keys = (layers - local_layers) * seq_len + local_layers * local_keys  # summed over layers, per query
     return FlopCount(
         embedding=2.0 * emb * hidden if emb != hidden else 0.0,
         attention_linear=layers * 2.0 * 4 * hidden * hidden,
-        attention_scores=layers * 2.0 * seq_len * hidden * (1 + score_terms),  # scores (x terms) and x V
-        ffn=layers * 2.0 * 2 * hidden * ffn,
+        attention_scores=2.0 * keys * hidden * (1 + score_terms),  # scores (x terms) and x V
+        ffn=layers * 2.0 * (3 if gated else 2) * hidden * ffn,
         heads=mlm_rate * 2.0 * (hidden * emb + emb * vocab) + (2.0 * (hidden * hidden + 2 * hidden) / seq_len
                                                               if pair_head else 0.0),
     )
@@ -76,10 +90,13 @@ def count_flops(hidden: int, layers: int, ffn: int, vocab: int, seq_len: int, em
 def config_flops(cfg: Any, vocab_size: int, seq_len: Optional[int] = None) -> FlopCount:
     """FlopCount of a run config (the top-level DictConfig): model dims, masking rate, sentence head.
     `seq_len` defaults to data.max_seq_length (packed batches; pass the mean padded length otherwise)."""
-    layers, hidden, _, ffn = ModelConfig.dims(cfg.model)  # works on a DictConfig and on the dataclass
-    terms = POSITION_SCHEMES[ModelConfig.position_scheme(cfg.model)].score_terms
-    return count_flops(hidden, layers, ffn, vocab_size, seq_len or cfg.data.max_seq_length,
-                       cfg.model.embedding_size, cfg.masking.rate, cfg.objective.sentence != "none", terms)
+    model = cfg.model
+    layers, hidden, _, _ = ModelConfig.dims(model)  # works on a DictConfig and on the dataclass
+    terms = POSITION_SCHEMES[ModelConfig.position_scheme(model)].score_terms
+    local = sum(ModelConfig.is_local(model, i) for i in range(layers))
+    return count_flops(hidden, layers, ModelConfig.ffn_width(model), vocab_size, seq_len or cfg.data.max_seq_length,
+                       model.embedding_size, cfg.masking.rate, cfg.objective.sentence != "none", terms,
+                       gated=model.ffn in GATED_FFNS, local_layers=local, window=model.local_window)
 
 
 def training_flops_per_token(cfg: Any, vocab_size: int, seq_len: Optional[int] = None) -> float:

@@ -28,6 +28,12 @@ log = logging.getLogger(__name__)
 OBJECTIVE_STATE = "objective_state"  # checkpoint key: per rank, {objective name: its step_state()}
 
 
+def packing(batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The document-masked packing keys to hand the encoder (data.pack_attention=document): position_ids
+    and document_ids where the batch has them, else nothing (one sequence per row)."""
+    return {key: batch[key] for key in ("position_ids", "document_ids") if key in batch}
+
+
 def split_batch(batch: dict[str, Tensor], size: int) -> list[MicroBatch]:
     """One optimizer step's batch -> micro-batches of `size` examples, each knowing whether it holds
     padding: the encoder then skips the mask of an unpadded one and takes the fastest attention kernel
@@ -71,7 +77,7 @@ class PretrainModule(pl.LightningModule):
         return nn.ModuleDict(metrics)
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
-        return self.encoder(batch["input_ids"], batch.get("token_type_ids"), encoder_mask(batch))
+        return self.encoder(batch["input_ids"], batch.get("token_type_ids"), encoder_mask(batch), **packing(batch))
 
     def encode(self, batch: dict[str, Tensor], among: list[Objective] | None = None
                ) -> tuple[Tensor | None, list[Tensor] | None]:
@@ -82,7 +88,7 @@ class PretrainModule(pl.LightningModule):
             return None, None
         if any(o.needs_layers for o in objectives):
             layers = self.encoder(batch["input_ids"], batch.get("token_type_ids"), encoder_mask(batch),
-                                  output_layers=True)
+                                  output_layers=True, **packing(batch))
             return layers[-1], layers
         return self(batch), None
 
