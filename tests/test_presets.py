@@ -45,7 +45,7 @@ MODERN = {  # issue 17's presets at the test's tiny size: SwiGLU's 2/3 must divi
 }
 # The cumulative ladder of sweeps/modern_ladder.yaml: each rung adds exactly these settings to the one before.
 LADDER = {
-    "ladder_0_bert": {"objective.sentence": "none", "model.intermediate_size": 576},
+    "ladder_0_bert": {"model.intermediate_size": 576},  # objective.sentence=none is the default, set explicitly
     "ladder_1_pre_rmsnorm": {"model.norm_position": "pre", "model.norm": "rmsnorm"},
     "ladder_2_rope": {"model.positions": "rope", "model.rope_theta": 160000.0},
     "ladder_3_geglu": {"model.ffn": "geglu", "model.intermediate_size": 384},  # 3 x 384 = 2 x 576: same parameters
