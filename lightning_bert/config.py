@@ -98,6 +98,7 @@ class DataConfig:
     valid_fraction: float = 0.05  # share of documents held out for validation (at least two)
     max_seq_length: int = 128  # tokens per example, [CLS]/[SEP] included
     cross_doc: bool = True  # sentence=none packing crosses documents with a [SEP] (RoBERTa FULL-SENTENCES)
+    pack_attention: str = "cross"  # cross (packed documents see each other, RoBERTa) | document (block-diagonal mask, positions restart: ModernBERT)
     short_seq_prob: float = 0.1  # share of pair examples with a shorter random target length (BERT)
     cache_dir: str = "~/.cache/lightning_bert"  # tokenizers and tokenized corpora, keyed by content
     num_workers: int = 0  # DataLoader worker processes
@@ -111,6 +112,7 @@ class DataConfig:
         check_range("data", "short_seq_prob", 0 <= self.short_seq_prob <= 1, "in [0, 1]", self.short_seq_prob)
         check_range("data", "num_workers", self.num_workers >= 0, ">= 0", self.num_workers)
         check_choice("data", "backend", self.backend, ("cache", "hf_streaming"))
+        check_choice("data", "pack_attention", self.pack_attention, ("cross", "document"))
         if self.max_documents is not None:
             check_range("data", "max_documents", self.max_documents >= 2, ">= 2", self.max_documents)
         check_range("data", "cache_dir", bool(self.cache_dir.strip()), "a directory path", self.cache_dir)
@@ -278,7 +280,7 @@ class MaskingConfig:
     unit: str = "token"  # token | word (whole-word) | span (SpanBERT geometric spans)
     rate: float = 0.15  # share of non-special tokens selected for prediction
     mask_prob: float = 0.8  # of selected tokens: replaced by [MASK]
-    random_prob: float = 0.1  # of selected tokens: replaced by a random token (the rest stay unchanged)
+    random_prob: Optional[float] = None  # of selected tokens: replaced by a random token (the rest stay unchanged); null = half of what [MASK] leaves (BERT's 10% at mask_prob 0.8, 0 at 1.0)
     dupe_factor: int = 10  # static: number of differently masked copies of each example
     span_p: float = 0.2  # span: geometric distribution parameter for span length in words
     span_max: int = 10  # span: longest span in words
@@ -289,7 +291,7 @@ class MaskingConfig:
         check_choice("masking", "unit", self.unit, ("token", "word", "span"))
         check_range("masking", "rate", 0 < self.rate < 1, "in (0, 1)", self.rate)
         check_range("masking", "mask_prob", 0 <= self.mask_prob <= 1, "in [0, 1]", self.mask_prob)
-        check_range("masking", "random_prob", 0 <= self.random_prob <= 1 - self.mask_prob,
+        check_range("masking", "random_prob", self.random_prob is None or 0 <= self.random_prob <= 1 - self.mask_prob,
                f"in [0, 1 - mask_prob = {1 - self.mask_prob:.2f}]", self.random_prob)
         check_range("masking", "dupe_factor", self.dupe_factor >= 1, ">= 1", self.dupe_factor)
         check_range("masking", "span_p", 0 < self.span_p <= 1, "in (0, 1]", self.span_p)
@@ -470,6 +472,9 @@ class Config:
         self._check_relative_table()
         self._check_plm()
         self._check_rtd()
+        if self.data.pack_attention == "document" and self.objective.sentence != "none":
+            raise ConfigError(f"data.pack_attention=document needs objective.sentence=none: "
+                              f"{self.objective.sentence} pairs are not packed, so there are no documents to mask apart")
         if self.model.local_window is not None and self.model.local_window > self.data.max_seq_length:
             raise ConfigError(f"model.local_window={self.model.local_window} is larger than the sequence "
                               f"(data.max_seq_length={self.data.max_seq_length}); use at most the sequence length")

@@ -11,7 +11,8 @@ from lightning_bert.data.tokenizer import PAD_ID
 
 PAD_VALUES = {"input_ids": PAD_ID, "token_type_ids": 0, "attention_mask": 0, "mlm_labels": IGNORE,
               "sbo_left": -1, "sbo_right": -1, "mlm_chars": 0,
-              "plm_order": -1}
+              "plm_order": -1,
+              "document_ids": -1, "position_ids": 0}  # data.pack_attention=document
 
 
 def collate_pretraining(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:

@@ -1,7 +1,8 @@
 """From config to batches: corpus -> tokenizer -> cached token arrays -> examples -> masked batches.
 
 Batch keys: input_ids, token_type_ids, attention_mask [B, L]; mlm_labels [B, L] (-100 = not predicted);
-sentence_label [B] for nsp/sop; sbo_left, sbo_right [B, L] for span masking.
+sentence_label [B] for nsp/sop; sbo_left, sbo_right [B, L] for span masking; document_ids (-1 = padding)
+and position_ids [B, L] under data.pack_attention=document (data/examples.py document_layout).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from lightning_bert.data.batch import collate_pretraining
 from lightning_bert.data.cache import TokenizedCorpus, cache_record, document_count, tokenized_corpus
 from lightning_bert.data.canonical import EVAL_BATCH_SIZE, CanonicalSet, canonical_examples, token_characters
 from lightning_bert.data.corpus import DocumentSource, builtin_source, file_source, hf_source
-from lightning_bert.data.examples import build_examples, encode_example
+from lightning_bert.data.examples import build_examples, document_layout, encode_example
 from lightning_bert.data.masking import IGNORE, dynamic_rng, mask_example, static_rng
 from lightning_bert.data.permutation import permutation_example
 from lightning_bert.data.static_masks import StoredMasks, stored_masks
@@ -84,6 +85,7 @@ class PretrainDataset(Dataset):
         self.stored: Optional[StoredMasks] = None  # static masks read from the cache instead of drawn
         objective = cfg.objective  # XLNet's PLM: (K, max span); items carry plm_order, no corruption
         self.plm = (int(objective.plm_k), int(objective.plm_max_span)) if objective.get("lm") == "plm" else None
+        self.documents = cfg.data.get("pack_attention", "cross") == "document"  # emit document_ids, position_ids
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -119,6 +121,8 @@ class PretrainDataset(Dataset):
             item = self._mask(encoded, duplicate, example_index)
         item["token_type_ids"] = encoded["token_type_ids"]
         item["attention_mask"] = np.ones(len(encoded["input_ids"]), dtype=np.int64)
+        if self.documents:
+            item.update(document_layout(encoded["special"]))
         if example["label"] >= 0:
             item["sentence_label"] = np.int64(example["label"])
         return item

@@ -158,6 +158,17 @@ def _boundaries(corpus: Any, start: int, end: int) -> list[int]:
     return sorted(set(sentences[documents[d_lo:d_hi]].tolist()))  # empty documents share an offset
 
 
+def document_layout(special: np.ndarray) -> dict[str, np.ndarray]:
+    """A packed row's documents (data.pack_attention=document) from its special tokens, [CLS] A [SEP] B [SEP]:
+    document_ids counts the [SEP]s before each token, so [CLS] joins the first document and each [SEP] the
+    document it closes; position_ids restart at 0 where a document starts (the row start, after each [SEP])."""
+    closes = special.astype(np.int64)
+    closes[0] = 0  # the [CLS]
+    document_ids = np.concatenate([[0], np.cumsum(closes)[:-1]])
+    starts = np.concatenate([[0], closes[:-1].nonzero()[0] + 1])  # where each document begins
+    return {"document_ids": document_ids, "position_ids": np.arange(len(special)) - starts[document_ids]}
+
+
 def encode_example(corpus: Any, example: Any, max_seq_length: int) -> dict[str, np.ndarray]:
     """[CLS] A [SEP] (B [SEP]), with a [SEP] wherever a packed A crosses a document boundary.
     Returns unpadded input_ids, token_type_ids (int64) and word_starts, special (bool)."""

@@ -120,6 +120,11 @@ def _select_spans(begin: np.ndarray, end: np.ndarray, segment: np.ndarray, budge
     return [s for s, _ in spans], [e for _, e in spans]
 
 
+def random_share(cfg: Any) -> float:
+    """masking.random_prob, where null means half of what [MASK] leaves (BERT's 10% at 0.8, none at 1.0)."""
+    return cfg.random_prob if cfg.random_prob is not None else round((1 - cfg.mask_prob) / 2, 12)
+
+
 def mask_example(input_ids: np.ndarray, special: np.ndarray, word_starts: np.ndarray, cfg: Any,
                  vocab_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Select positions by cfg.unit at cfg.rate, then replace them 80/10/10 (cfg.mask_prob,
@@ -162,7 +167,7 @@ def mask_example(input_ids: np.ndarray, special: np.ndarray, word_starts: np.nda
     labels = np.full(length, IGNORE, dtype=np.int64)
     labels[selected] = input_ids[selected]
     ids[selected[decide < cfg.mask_prob]] = MASK_ID
-    swap = selected[(decide >= cfg.mask_prob) & (decide < cfg.mask_prob + cfg.random_prob)]
+    swap = selected[(decide >= cfg.mask_prob) & (decide < cfg.mask_prob + random_share(cfg))]
     # Uniform over the non-special ids (rng.random is several times cheaper than rng.integers here).
     ids[swap] = NUM_SPECIAL + (rng.random(len(swap)) * (vocab_size - NUM_SPECIAL)).astype(np.int64)
     out = {"input_ids": ids, "mlm_labels": labels}

@@ -29,6 +29,7 @@ from tokenizers import Tokenizer
 
 from lightning_bert.data.batch import collate_pretraining
 from lightning_bert.data.corpus import expand_paths, file_fingerprint, hf_load_args, iter_documents
+from lightning_bert.data.examples import document_layout
 from lightning_bert.data.masking import dynamic_rng, mask_example
 from lightning_bert.data.sentences import split_sentences
 from lightning_bert.data.tokenizer import CLS_ID, SEP_ID, load_tokenizer, tokenizer_for
@@ -153,6 +154,7 @@ class MaskingCollate:
     def __init__(self, cfg: DictConfig, vocab_size: int):
         self.masking = OmegaConf.to_object(cfg.masking) if isinstance(cfg.masking, DictConfig) else cfg.masking
         self.seed, self.vocab_size, self.epoch = int(cfg.run.seed), vocab_size, 0
+        self.documents = cfg.data.get("pack_attention", "cross") == "document"
 
     def __call__(self, rows: list[dict[str, list[int]]]) -> dict[str, Any]:
         items = []
@@ -164,6 +166,8 @@ class MaskingCollate:
                                 self.vocab_size, rng)
             item["token_type_ids"] = np.zeros(len(ids), dtype=np.int64)
             item["attention_mask"] = np.ones(len(ids), dtype=np.int64)
+            if self.documents:  # the packer puts a [SEP] only at document boundaries and the row end
+                item.update(document_layout(special))
             items.append(item)
         return collate_pretraining(items)
 
