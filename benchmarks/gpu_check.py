@@ -1,6 +1,6 @@
 """GPU readiness, one section at a time (benchmarks/gpu_check.sh runs them all; see there).
 
-    python benchmarks/gpu_check.py {env,sdpa,padding,throughput,train} [--cpu-dry-run] [--out DIR]
+    python benchmarks/gpu_check.py {env,sdpa,padding,sweep,train,overhead} [--cpu-dry-run] [--out DIR]
 
 --cpu-dry-run: tiny sizes on the CPU, so every code path here can be checked without a GPU
 (torch.compile then uses the "eager" backend: the wiring is exercised, not Inductor).
@@ -64,13 +64,13 @@ KERNELS = {  # ATen op (as the profiler names it) -> kernel family
 
 def _attention_inputs(dev: str, s: dict, padded: bool) -> tuple:
     from lightning_bert.config import MODEL_SIZES
-    from lightning_bert.model.attention import AbsoluteAttention
-    from lightning_bert.model.config import EncoderConfig
-    from lightning_bert.model.encoder import padding_mask
+    from lightning_bert.model.attention import AbsoluteAttention, padding_mask
+    from lightning_bert.model.config import EncoderConfig, LayerSpec
 
     layers, hidden, heads, ffn = MODEL_SIZES[s["size"]]
     attention = AbsoluteAttention(EncoderConfig(vocab_size=s["vocab"], hidden_size=hidden, num_heads=heads,
-                                                attention_dropout=0.1)).to(dev).train()
+                                                attention_dropout=0.1), LayerSpec(index=0, attention="absolute")
+                                  ).to(dev).train()
     x = torch.randn(s["batch"], s["seq"], hidden, device=dev, requires_grad=True)
     mask = torch.ones(s["batch"], s["seq"], dtype=torch.long, device=dev)
     if padded:  # pair batches: every row but the longest ends in padding
@@ -140,61 +140,101 @@ def section_padding(args: argparse.Namespace) -> None:
               "similar length) or unpadded (varlen) attention would recover it. Packed batches do not pad.")
 
 
-# ---- tokens/s and MFU, eager vs torch.compile -----------------------------------------------------
+# ---- batch sweep: tokens/s, MFU and peak memory per batch shape, compile mode and AdamW kernel ----------
 
-def _timed(loss_fn, optimizer, batches, dev: str, warmup: int) -> float:
+SWEEP = {"full": [(64, 128), (128, 128), (256, 128), (512, 128), (32, 512)], "dry": [(4, 32), (8, 32), (2, 64)]}
+VARIANTS = [("eager", True), ("eager", False), ("layers", True), ("step", True)]  # (compile mode, fused AdamW)
+SWEEP_BUDGET_S = {"full": 300, "dry": 900}  # the rest of a sweep is skipped past this: the script stays in 8 min
+
+
+def _random_batches(s: dict, batch: int, seq: int, count: int, dev: str) -> list[dict]:
+    g = torch.Generator().manual_seed(0)
+    batches = []
+    for _ in range(count):
+        ids = torch.randint(5, s["vocab"], (batch, seq), generator=g)
+        chosen = torch.rand(ids.shape, generator=g) < 0.15
+        batches.append({k: v.to(dev) for k, v in {
+            "input_ids": ids.masked_fill(chosen, 4), "token_type_ids": torch.zeros_like(ids),
+            "attention_mask": torch.ones_like(ids), "mlm_labels": torch.where(chosen, ids, -100)}.items()})
+    return batches
+
+
+def _raw_step_rate(s: dict, batches: list[dict], mode: str, fused: bool, dev: str, dry: bool) -> float:
+    """The raw loop (no Lightning): bf16 autocast forward + MLM loss, backward, AdamW. mode: eager, layers
+    (each block compiled) or step (the whole forward + loss compiled, as trainer.compile does)."""
+    from lightning_bert.config import MODEL_SIZES, load
+    from lightning_bert.model.encoder import BertEncoder, EncoderConfig
+    from lightning_bert.objectives import build_objectives
+
+    layers, hidden, heads, ffn = MODEL_SIZES[s["size"]]
+    backend = "eager" if dry else "inductor"
+    torch.manual_seed(0)
+    encoder = BertEncoder(EncoderConfig(vocab_size=s["vocab"], hidden_size=hidden, num_layers=layers,
+                                        num_heads=heads, intermediate_size=ffn)).to(dev)
+    mlm = build_objectives(load(), encoder)["mlm"].to(dev)
+    if mode == "layers":  # each block: the padding-mask check stays outside the graphs
+        for block in {id(b): b for b in encoder.layers}.values():
+            block.compile(backend=backend)
+    params = torch.nn.ModuleList([encoder, mlm]).parameters()  # the tied decoder weight once
+    optimizer = torch.optim.AdamW(params, lr=1e-4, **({"fused": True} if fused else {"foreach": True}))
+
+    def loss_fn(batch: dict) -> torch.Tensor:
+        with torch.autocast(dev, dtype=torch.bfloat16):
+            hidden_states = encoder(batch["input_ids"], batch["token_type_ids"], None)  # no padding: no mask
+            return mlm(hidden_states, batch).loss
+
+    step = torch.compile(loss_fn, backend=backend) if mode == "step" else loss_fn
+    warmup = s["warmup"]
     for i, batch in enumerate(batches):
         if i == warmup:
             if dev == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
-        with torch.autocast(dev, dtype=torch.bfloat16):
-            loss = loss_fn(batch)
-        loss.backward()
+        step(batch).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     if dev == "cuda":
         torch.cuda.synchronize()
-    return sum(int(b["attention_mask"].sum()) for b in batches[warmup:]) / (time.perf_counter() - start)
+    return sum(b["attention_mask"].numel() for b in batches[warmup:]) / (time.perf_counter() - start)
 
 
-def section_throughput(args: argparse.Namespace) -> None:
-    from lightning_bert.config import MODEL_SIZES, load
+def section_sweep(args: argparse.Namespace) -> None:
+    from lightning_bert.config import MODEL_SIZES
     from lightning_bert.train.flops import count_flops, device_peak_flops
-    from lightning_bert.model.encoder import BertEncoder, EncoderConfig
-    from lightning_bert.objectives import build_objectives
 
-    dev, s = device(args), sizes(args)
+    dev, s, kind = device(args), sizes(args), "dry" if args.cpu_dry_run else "full"
     layers, hidden, heads, ffn = MODEL_SIZES[s["size"]]
-    per_token = count_flops(hidden, layers, ffn, s["vocab"], s["seq"]).training
     peak = device_peak_flops("bf16-mixed") if dev == "cuda" else None
-    g = torch.Generator().manual_seed(0)
-    batches = []
-    for _ in range(s["warmup"] + s["steps"]):
-        ids = torch.randint(5, s["vocab"], (s["batch"], s["seq"]), generator=g)
-        chosen = torch.rand(ids.shape, generator=g) < 0.15
-        batches.append({k: v.to(dev) for k, v in {
-            "input_ids": ids.masked_fill(chosen, 4), "token_type_ids": torch.zeros_like(ids),
-            "attention_mask": torch.ones_like(ids), "mlm_labels": torch.where(chosen, ids, -100)}.items()})
-    for compiled in (False, True):
-        torch.manual_seed(0)
-        encoder = BertEncoder(EncoderConfig(vocab_size=s["vocab"], hidden_size=hidden, num_layers=layers,
-                                            num_heads=heads, intermediate_size=ffn)).to(dev)
-        mlm = build_objectives(load(), encoder)["mlm"].to(dev)
-        if compiled:  # each block, as trainer.compile does: the padding-mask check stays outside the graphs
-            for block in {id(b): b for b in encoder.layers}.values():
-                block.compile(backend="eager" if args.cpu_dry_run else "inductor")
-        params = torch.nn.ModuleList([encoder, mlm]).parameters()  # the tied decoder weight once
-        optimizer = torch.optim.AdamW(params, lr=1e-4, fused=dev == "cuda")
-
-        def loss_fn(batch: dict) -> torch.Tensor:
-            hidden_states = encoder(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
-            return mlm(hidden_states, batch).loss / batch["mlm_labels"].ne(-100).sum()
-
-        rate = _timed(loss_fn, optimizer, batches, dev, s["warmup"])
-        mfu = f"MFU {rate * per_token / peak:.1%}" if peak else "MFU n/a (no GPU peak)"
-        print(f"BERT-{s['size']} seq {s['seq']} batch {s['batch']} bf16 autocast, compile={compiled}: "
-              f"{rate:,.0f} tokens/s  {mfu}  ({per_token / 1e9:.2f} GFLOP/token)")
+    began, best = time.perf_counter(), None
+    print(f"BERT-{s['size']} bf16 autocast, raw loop, {s['steps']} timed steps after {s['warmup']}")
+    print(f"{'batch':>5} {'seq':>4} {'compile':>7} {'AdamW':>7} {'tokens/s':>12} {'MFU':>6} {'peak mem':>9}")
+    for batch, seq in SWEEP[kind]:
+        per_token = count_flops(hidden, layers, ffn, s["vocab"], seq).training
+        batches = _random_batches(s, batch, seq, s["warmup"] + s["steps"], dev)
+        for mode, fused in VARIANTS:
+            fused = fused and dev == "cuda"  # fused AdamW is the CUDA kernel; on the CPU both rows are foreach
+            label = f"{batch:>5} {seq:>4} {mode:>7} {'fused' if fused else 'foreach':>7}"
+            if time.perf_counter() - began > SWEEP_BUDGET_S[kind]:
+                print(f"{label}  skipped (sweep time budget {SWEEP_BUDGET_S[kind]} s)")
+                continue
+            if dev == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            try:
+                rate = _raw_step_rate(s, batches, mode, fused, dev, args.cpu_dry_run)
+            except torch.OutOfMemoryError:
+                print(f"{label}  out of memory")
+                torch.cuda.empty_cache()
+                continue
+            mfu = rate * per_token / peak if peak else None
+            memory = f"{torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if dev == "cuda" else "n/a"
+            print(f"{label} {rate:>12,.0f} {f'{mfu:.1%}' if mfu else 'n/a':>6} {memory:>9}", flush=True)
+            if seq == s["seq"] and (best is None or rate > best["tokens_per_sec"]):
+                best = {"batch": batch, "seq": seq, "compile": mode, "fused": fused, "tokens_per_sec": rate}
+        del batches
+    if best:
+        (args.out / "best.json").write_text(json.dumps(best))
+        print(f"best at seq {s['seq']}: batch {best['batch']}, compile {best['compile']}, "
+              f"{'fused' if best['fused'] else 'foreach'} AdamW: {best['tokens_per_sec']:,.0f} tokens/s")
 
 
 # ---- end to end: train.py with bf16-mixed ---------------------------------------------------------
@@ -233,8 +273,41 @@ def section_train(args: argparse.Namespace) -> None:
               f"tokens/s {last.get('train/tokens_per_sec', float('nan')):,.0f}, {mfu} ({wall:.0f} s wall)")
 
 
-SECTIONS = {"env": section_env, "sdpa": section_sdpa, "padding": section_padding, "throughput": section_throughput,
-            "train": section_train}
+def section_overhead(args: argparse.Namespace) -> None:
+    """train.py itself at the sweep's best setting (batch, whole-step or no compile) against the raw loop's
+    tokens/s there: the loop overhead on this device (train.py also loads real data; the raw loop does not)."""
+    best_file = args.out / "best.json"
+    if not best_file.is_file():
+        print("no sweep result: run the sweep section first")
+        return
+    best, s = json.loads(best_file.read_text()), sizes(args)
+    compiled = best["compile"] != "eager" and not args.cpu_dry_run  # dry run: Inductor on CPU takes minutes
+    name = f"gpu-check-overhead-{time.strftime('%H%M%S')}"
+    steps = s["warmup"] + s["steps"] + (0 if args.cpu_dry_run else 20)
+    overrides = [f"model.size={s['size']}", "trainer.precision=bf16-mixed", f"data.path={DATA / 'valid.txt'}",
+                 f"data.max_seq_length={best['seq']}", f"trainer.batch_size={best['batch']}",
+                 f"trainer.max_steps={steps}", f"trainer.log_every_n_steps={s['steps']}", f"trainer.val_check_interval={steps}",
+                 "trainer.limit_val_batches=1", f"trainer.compile={str(compiled).lower()}",
+                 f"run.output_dir={args.out / 'runs'}", f"run.name={name}", f"data.cache_dir={args.out / 'cache'}",
+                 "logger.wandb.mode=disabled", "eval.probes=false", "data.num_workers=2",
+                 f"tokenizer.vocab_size={s['vocab'] if args.cpu_dry_run else 30522}"]
+    if args.cpu_dry_run:
+        overrides += ["trainer.accelerator=cpu", f"data.max_documents={s['docs']}"]
+    proc = subprocess.run([sys.executable, "train.py", *overrides], cwd=REPO, capture_output=True, text=True)
+    run_dir = args.out / "runs" / name
+    if proc.returncode or not (run_dir / "metrics.csv").is_file():
+        print(f"train.py at the best setting: FAILED (exit {proc.returncode})\n{proc.stderr[-3000:]}")
+        return
+    rates = [float(r["train/tokens_per_sec"]) for r in csv.DictReader((run_dir / "metrics.csv").open())
+             if r.get("train/tokens_per_sec")]
+    rate = rates[-1]  # the last window: past compilation and warm-up
+    print(f"train.py batch {best['batch']} seq {best['seq']} compile={compiled}: {rate:,.0f} tokens/s against the raw "
+          f"loop's {best['tokens_per_sec']:,.0f} ({best['compile']}): overhead {best['tokens_per_sec'] / rate - 1:+.1%}"
+          + (" (dry run: CPU, tiny, uncompiled: measures nothing)" if args.cpu_dry_run else ""))
+
+
+SECTIONS = {"env": section_env, "sdpa": section_sdpa, "padding": section_padding, "sweep": section_sweep,
+            "train": section_train, "overhead": section_overhead}
 
 
 def main() -> None:

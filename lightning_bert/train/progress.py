@@ -20,6 +20,7 @@ class _StepsNotEpochs:
     def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
         items = super().get_metrics(trainer, pl_module)  # type: ignore[misc]
         items.pop("v_num", None)
+        items.update(getattr(pl_module, "bar_values", {}))  # host floats: the bar reads no device tensor
         if trainer.max_steps > 0:
             items["step"] = f"{trainer.global_step}/{trainer.max_steps}"
         return items

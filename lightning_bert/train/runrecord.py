@@ -56,7 +56,7 @@ class RunRecorder(pl.Callback):
                 self.best[name] = value
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
-        self.tokens_seen, self.global_step = int(pl_module.tokens_seen), trainer.global_step
+        self.tokens_seen, self.global_step = pl_module.host_tokens_seen, trainer.global_step  # no device read
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         diverged = type(exception).__name__ == "Diverged"  # pretrain.Diverged; no import of the model here
