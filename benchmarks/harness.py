@@ -71,3 +71,17 @@ def alternate(make: Maker, data: list[dict[str, torch.Tensor]], names: list[str]
             if round_ > 0 or rounds == 1:  # round 0 warms up, unless it is the only one
                 speeds[name].append(tokens_per_sec)
     return {name: statistics.median(values) for name, values in speeds.items()}
+
+
+def side_by_side(args: argparse.Namespace, make: Maker, batches: Batches, names: list[str],
+                 sizes: dict) -> tuple[dict[str, float], dict[str, float]]:
+    """Peak memory (fresh processes) then alternating rounds; prints one line per model and returns
+    (median tokens/s, peak MiB) for the script's own ratio lines."""
+    torch.set_num_threads(args.threads)
+    memory = peak_memory(make, batches, names, args.device, args.threads)
+    median = alternate(make, batches(args.steps, args.device), names, args.rounds, args.device)
+    unit = "MiB allocated" if args.device == "cuda" else "MiB peak RSS"
+    print(f"device={args.device} threads={args.threads} steps={args.steps} rounds={args.rounds} sizes={sizes}")
+    for name in names:
+        print(f"{name:<13} {median[name]:10.0f} tokens/s   {memory[name]:8.0f} {unit}")
+    return median, memory

@@ -84,14 +84,7 @@ def make(name: str, device: str) -> tuple[torch.nn.Module, callable]:
 
 def main() -> None:
     args = harness.arguments(__doc__).parse_args()
-    torch.set_num_threads(args.threads)
-    names = ["ours", "transformers"]
-    memory = harness.peak_memory(make, batches, names, args.device, args.threads)
-    median = harness.alternate(make, batches(args.steps, args.device), names, args.rounds, args.device)
-    unit = "MiB allocated" if args.device == "cuda" else "MiB peak RSS"
-    print(f"device={args.device} threads={args.threads} steps={args.steps} rounds={args.rounds} sizes={SIZES}")
-    for name in names:
-        print(f"{name:13s} {median[name]:10.0f} tokens/s   {memory[name]:8.0f} {unit}")
+    median, memory = harness.side_by_side(args, make, batches, ["ours", "transformers"], SIZES)
     print(f"ratio ours/transformers: {median['ours'] / median['transformers']:.2f}x tokens/s, "
           f"{memory['ours'] / memory['transformers']:.2f}x memory")
 

@@ -94,14 +94,9 @@ def batches(n: int, device: str) -> list[dict[str, torch.Tensor]]:
 
 def main() -> None:
     args = harness.arguments(__doc__).parse_args()
-    torch.set_num_threads(args.threads)
-    memory = harness.peak_memory(make, batches, list(MODELS), args.device, args.threads)
-    median = harness.alternate(make, batches(args.steps, args.device), list(MODELS), args.rounds, args.device)
-    unit = "MiB allocated" if args.device == "cuda" else "MiB peak RSS"
-    print(f"device={args.device} threads={args.threads} sizes={SIZES}")
-    for name in MODELS:
-        print(f"{name:<13} {median[name]:10.0f} tokens/s   {memory[name]:8.0f} {unit}")
-    print(f"ratio ours/transformers: {median['ours'] / median['transformers']:.2f}x")
+    median, memory = harness.side_by_side(args, make, batches, list(MODELS), SIZES)
+    print(f"ratio ours/transformers: {median['ours'] / median['transformers']:.2f}x tokens/s, "
+          f"{memory['ours'] / memory['transformers']:.2f}x memory")
 
 
 if __name__ == "__main__":

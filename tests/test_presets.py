@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from omegaconf import OmegaConf
 
 from conftest import REPO, SHARED_DATA
 from lightning_bert import preview
@@ -164,7 +165,7 @@ def test_modern_preset_trains_resumes_exactly_and_exports_where_supported(name: 
 
     # export where hf/registry.py has an exact layout for the preset; else its one-line refusal
     ckpt = torch.load(tmp_path / "runs" / "whole" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    cfg = ckpt["hyper_parameters"]["config"]
+    cfg = OmegaConf.create(ckpt["hyper_parameters"]["config"])
     try:
         model = hf_model_from_checkpoint(ckpt, encoder_config(cfg, ckpt["hyper_parameters"]["vocab_size"]))
     except UserError as err:

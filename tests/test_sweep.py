@@ -228,8 +228,9 @@ def test_repo_sweeps_are_valid_and_hold_compute_equal(path: Path) -> None:
     assert "value" in params["data.max_seq_length"]
     if spec["method"] == "grid":  # an ablation: >= 3 seeds per variant, fixed tokens = steps x batch x length
         assert len(params["run.seed"]["values"]) >= 3
-        # equal compute: a fixed step count at a fixed batch, or a fixed budget of real tokens
-        budget = params.get("trainer.max_tokens") or params["trainer.max_steps"]
+        # equal compute: a fixed step count at a fixed batch, a fixed budget of real tokens, or of model FLOPs
+        # (objectives of unequal cost per token: RTD)
+        budget = params.get("trainer.max_tokens") or params.get("trainer.max_flops") or params["trainer.max_steps"]
         assert "value" in budget and "value" in params["trainer.batch_size"]
     else:  # the search: fixed token budget, batch size free
         assert "value" in params["trainer.max_tokens"] and "trainer.max_steps" not in params

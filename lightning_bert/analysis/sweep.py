@@ -316,12 +316,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     def body(args: list[str]) -> int:
         opts, _ = parse(SweepArgs, args, positional=("sweep_file",), section="sweep")
         sweep_file = required(opts.sweep_file, "sweep SWEEP_YAML [--count N] [--dir DIR]")
-        signal.signal(signal.SIGTERM, signal.default_int_handler)  # unwind like Ctrl-C: the trial is stopped too
+        # unwind like Ctrl-C: the trial is stopped too; restored after, so a caller in this process keeps its own
+        before = signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
             state = run_sweep(sweep_file, opts.count, opts.dir, echo=lambda line: print(line, flush=True))
         except KeyboardInterrupt:
             print("interrupted: the running trial was stopped; rerun the same command to resume", file=sys.stderr)
             return 130
+        finally:
+            signal.signal(signal.SIGTERM, before)
         counts = {s: sum(t["state"] == s for t in state["trials"]) for s in ("finished", "failed", INTERRUPTED)}
         sweep_dir = sweep_directory(sweep_file, opts.dir)
         print(f"sweep {state['name']}: " + ", ".join(f"{n} {s}" for s, n in counts.items()), flush=True)

@@ -116,15 +116,9 @@ def is_rtd(cfg: Config) -> bool:
     return cfg.objective.lm == "rtd"
 
 
-@register("gen_mlm")
-class GeneratorMLM(Objective):
-    """The generator's MLM loss at the masked positions; it leaves the corrupted sequence (masked positions
-    replaced by detached samples from its distribution) in batch[CORRUPTED] for the discriminator."""
-
-    def __init__(self, cfg: Config, encoder: BertEncoder):
-        super().__init__()
-        self.generator = shared_generator(cfg, encoder)
-        self.num_classes = encoder.config.vocab_size
+class RTDPart(Objective):
+    """What the generator's MLM and the discriminator share: both run under objective.lm=rtd, read the
+    masked labels, and run their encoders themselves."""
 
     @classmethod
     def selected(cls, cfg: Config) -> bool:
@@ -137,6 +131,17 @@ class GeneratorMLM(Objective):
     @property
     def runs_encoder(self) -> bool:
         return True
+
+
+@register("gen_mlm")
+class GeneratorMLM(RTDPart):
+    """The generator's MLM loss at the masked positions; it leaves the corrupted sequence (masked positions
+    replaced by detached samples from its distribution) in batch[CORRUPTED] for the discriminator."""
+
+    def __init__(self, cfg: Config, encoder: BertEncoder):
+        super().__init__()
+        self.generator = shared_generator(cfg, encoder)
+        self.num_classes = encoder.config.vocab_size
 
     def count(self, batch: dict[str, Tensor]) -> Tensor:
         return (batch["mlm_labels"] != IGNORE).sum()
@@ -165,7 +170,7 @@ class DiscriminatorHead(nn.Module):
 
 
 @register("rtd")
-class ReplacedTokenDetection(Objective):
+class ReplacedTokenDetection(RTDPart):
     """The shared encoder as discriminator on batch[CORRUPTED]: per real token, replaced (1) or original (0);
     a sample equal to the original is original. Under gdes its word (and input position) embeddings are
     the generator's, gradient stopped, plus a delta of its own started at zero; the encoder's own weights
@@ -197,18 +202,6 @@ class ReplacedTokenDetection(Objective):
     def _fold(self) -> None:
         for name, value in self.gdes_weights().items():
             self.encoder.get_parameter(name).copy_(value)
-
-    @classmethod
-    def selected(cls, cfg: Config) -> bool:
-        return is_rtd(cfg)
-
-    @property
-    def needs(self) -> tuple[str, ...]:
-        return ("mlm_labels",)
-
-    @property
-    def runs_encoder(self) -> bool:
-        return True
 
     def count(self, batch: dict[str, Tensor]) -> Tensor:
         return real_tokens(batch["input_ids"], batch["attention_mask"]).sum()
