@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Optional
 from torch import Tensor
 
 from lightning_bert.config import ATTENTION_KINDS
+from lightning_bert.errors import UserError
 from lightning_bert.model.config import EncoderConfig
 
 PAIR_HEADS = ("nsp", "sop")  # our sentence-pair objectives, each with a pooler + classifier head
@@ -62,3 +63,17 @@ class HFAdapter(ABC):
     @abstractmethod
     def from_hf(self, state: dict[str, Tensor], cfg: EncoderConfig) -> dict[str, Tensor]:
         """transformers names -> ours (the inverse of to_hf); a bare base model imports its encoder only."""
+
+
+def rename_from_hf(state: dict[str, Tensor], names: dict[str, str], prefix: str) -> dict[str, Tensor]:
+    """transformers names -> ours by a name table (ours -> theirs). A bare base model saves without the
+    model prefix; its missing MLM head leaves ours to a fresh init, any other missing weight is an error."""
+    if not any(k.startswith(prefix) for k in state):
+        state = {prefix + k: v for k, v in state.items()}
+    out = {}
+    for mine, theirs in names.items():
+        if theirs in state:
+            out[mine] = state[theirs]
+        elif not mine.startswith("objectives."):
+            raise UserError(f"weight {theirs} is missing from the transformers checkpoint")
+    return out

@@ -13,7 +13,7 @@ from typing import Any
 from torch import Tensor
 
 from lightning_bert.errors import UserError
-from lightning_bert.hf.adapter import HFAdapter
+from lightning_bert.hf.adapter import HFAdapter, rename_from_hf
 from lightning_bert.model.config import EncoderConfig
 
 PREFIX = "deberta."
@@ -124,14 +124,7 @@ class DebertaV2Adapter(HFAdapter):
     def from_hf(self, state: dict[str, Tensor], cfg: EncoderConfig) -> dict[str, Tensor]:
         """DebertaV2Model / DebertaV2ForMaskedLM names -> ours (the inverse of to_hf)."""
         _check(cfg)
-        if not any(k.startswith(PREFIX) for k in state):  # a bare DebertaV2Model saves without the prefix
-            state = {PREFIX + k: v for k, v in state.items()}
-        out = {}
-        for mine, theirs in _names(cfg).items():
-            if theirs in state:
-                out[mine] = state[theirs]
-            elif not mine.startswith("objectives."):  # a base model (no MLM head) initialises ours afresh
-                raise UserError(f"weight {theirs} is missing from the transformers checkpoint")
+        out = rename_from_hf(state, _names(cfg), PREFIX)
         if "objectives.mlm.head.dense.weight" in out:
             out["objectives.mlm.head.decoder_weight"] = out["encoder.embeddings.word_embeddings.weight"]
         return out

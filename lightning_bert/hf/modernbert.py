@@ -17,7 +17,7 @@ from torch import Tensor
 
 from lightning_bert.data.tokenizer import SPECIAL_TOKENS
 from lightning_bert.errors import UserError
-from lightning_bert.hf.adapter import HFAdapter
+from lightning_bert.hf.adapter import HFAdapter, rename_from_hf
 from lightning_bert.model.config import EncoderConfig
 
 log = logging.getLogger(__name__)
@@ -165,14 +165,7 @@ class ModernBertAdapter(HFAdapter):
     def from_hf(self, state: dict[str, Tensor], cfg: EncoderConfig) -> dict[str, Tensor]:
         """ModernBertModel / ModernBertForMaskedLM names -> ours (the inverse of to_hf)."""
         _check(cfg)
-        if not any(k.startswith(PREFIX) for k in state):  # a bare ModernBertModel saves without the prefix
-            state = {PREFIX + k: v for k, v in state.items()}
-        out = {}
-        for mine, theirs in _names(cfg).items():
-            if theirs in state:
-                out[mine] = state[theirs]
-            elif not mine.startswith("objectives."):  # a base model (no MLM head) initialises ours afresh
-                raise UserError(f"weight {theirs} is missing from the transformers checkpoint")
+        out = rename_from_hf(state, _names(cfg), PREFIX)
         embeddings = out["encoder.embeddings.word_embeddings.weight"]
         if "decoder.weight" in state and not state["decoder.weight"].equal(embeddings):
             raise UserError("ModernBERT's decoder.weight differs from its token embeddings; ours is tied")
